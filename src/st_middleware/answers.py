@@ -1,0 +1,153 @@
+"""Which answer goes back when the middleware answers a request itself.
+
+An :class:`Answer` is a neutral response (status, headers, body) that the
+adapters translate; :func:`error_answer` turns any :class:`SmallTransfersError`
+into the visitor's page (browsers) or ``application/problem+json`` (API
+clients). Texts shown to visitors are ours: a provider's message is never
+echoed, and nothing secret is ever put in a body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import (
+    ChargeRefused,
+    ProtocolError,
+    ServiceUnavailable,
+    SignInFailed,
+    SignInRequired,
+    SmallTransfersError,
+)
+from .pages import render_page
+from .request import Request
+from .routes import Routes
+
+__all__ = ["Answer", "error_answer", "redirect"]
+
+Headers = list[tuple[str, str]]
+
+# Our answers are about one visitor at one moment: never cached anywhere.
+_PRIVATE: Headers = [("Cache-Control", "no-store")]
+_HTML = "text/html; charset=utf-8"
+_PROBLEM = "application/problem+json"
+
+
+@dataclass(slots=True)
+class Answer:
+    """A response the middleware sends itself."""
+
+    status: int
+    headers: Headers
+    body: bytes = b""
+
+
+def redirect(location: str, set_cookies: Iterable[str] = (), *, status: int = 303) -> Answer:
+    """A redirect that leaks nothing: not cached, no ``Referer`` onwards."""
+    headers: Headers = [
+        ("Location", location),
+        *_PRIVATE,
+        ("Referrer-Policy", "no-referrer"),
+        ("Content-Length", "0"),
+    ]
+    headers.extend(("Set-Cookie", cookie) for cookie in set_cookies)
+    return Answer(status, headers)
+
+
+# What each refusal code tells the visitor (ours, never the provider's words).
+_REFUSAL_TEXT = {
+    "charge_limit_exceeded": "You have reached the spending limit of your Small Transfers "
+    "account. Raise it on Small Transfers, then try again.",
+    "charges_blocked": "Charges are blocked on your Small Transfers account.",
+    "payment_provider_declined": "Your payment provider declined the charge.",
+}
+
+
+def _text(error: SmallTransfersError) -> tuple[str, str]:
+    """(heading, message) for the visitor."""
+    if isinstance(error, SignInRequired):
+        if error.code == SignInRequired.code:
+            return "Sign in to continue", (
+                "This page is paid per visit through Small Transfers. "
+                "Sign in to allow the charge and see it."
+            )
+        return "Please sign in again", (
+            "Your Small Transfers sign-in is no longer valid (it may have been revoked). "
+            "Sign in again to continue."
+        )
+    if isinstance(error, ChargeRefused):
+        return "Payment refused", _REFUSAL_TEXT.get(
+            error.code, "Small Transfers could not charge your account for this page."
+        )
+    if isinstance(error, ServiceUnavailable):
+        return "Payments are temporarily unavailable", (
+            "We could not reach Small Transfers to charge this request. "
+            "Nothing was charged. Please try again in a moment."
+        )
+    if isinstance(error, ProtocolError):
+        return "Payment service error", (
+            "This site could not complete the payment with Small Transfers. "
+            "Nothing was charged. The site owner can find the details in their logs."
+        )
+    if isinstance(error, SignInFailed):
+        return "Sign-in did not complete", (
+            "The sign-in could not be completed: it may have expired, been used already, "
+            "or been started in another browser. Please sign in again."
+        )
+    return error.title, "This request could not be completed."
+
+
+def error_answer(
+    error: SmallTransfersError,
+    request: Request,
+    routes: Routes,
+    *,
+    price_micros: int | None = None,
+    next_path: str | None = None,
+    set_cookies: Iterable[str] = (),
+) -> Answer:
+    """The visitor's answer to ``error`` on ``request``.
+
+    ``next_path`` is where signing in should return to (default: this request).
+    """
+    offer_sign_in = isinstance(error, (SignInRequired, SignInFailed))
+    sign_in_url = routes.sign_in_url(request, next_path) if offer_sign_in else None
+    headers: Headers = list(_PRIVATE)
+    if isinstance(error, ServiceUnavailable):
+        headers.append(("Retry-After", str(error.retry_after)))
+    heading, message = _text(error)
+    if request.wants_html:
+        body = render_page(
+            title=heading,
+            heading=heading,
+            message=message,
+            status=error.status,
+            sign_in_url=sign_in_url,
+            price_micros=price_micros,
+            back_url=routes.home(request),
+            back_label="Back to the home page",
+        )
+        headers.append(("Content-Type", _HTML))
+    else:
+        problem: dict[str, object] = {
+            "type": f"urn:st-middleware:error:{error.code}",
+            "title": heading,
+            "status": error.status,
+            "detail": message,
+            "code": error.code,
+        }
+        if sign_in_url is not None:
+            origin = routes.origin(request)
+            problem["sign_in_url"] = (origin or "") + sign_in_url
+        if price_micros is not None:
+            problem["price_micros"] = price_micros
+        body = json.dumps(problem).encode("utf-8")
+        headers.append(("Content-Type", _PROBLEM))
+    if isinstance(error, SignInRequired):
+        # RFC 9110 wants a challenge with every 401; name the sign-in route.
+        headers.append(("WWW-Authenticate", 'SmallTransfers realm="payments"'))
+    headers.append(("Content-Length", str(len(body))))
+    headers.extend(("Set-Cookie", cookie) for cookie in set_cookies)
+    return Answer(error.status, headers, body)

@@ -1,0 +1,289 @@
+"""Settings from keywords and ``SMALL_TRANSFERS_*`` environment variables, validated once.
+
+Everything a request needs that can be known in advance is decided here, at
+construction: a bad setting fails loudly at start-up with an error that names
+both the keyword and the variable, never on a visitor's request.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from .charge import CHARGE_MODES, ChargeEvent, ChargeMode
+from .customer import Customer
+from .errors import ConfigurationError
+from .pricing import PriceRule, compile_pricing
+
+__all__ = ["DEFAULT_BASE_URL", "Settings", "check_transport"]
+
+DEFAULT_BASE_URL = "https://smalltransfers.com"
+MIN_SECRET_LENGTH = 32
+
+ChargeHook = Callable[[ChargeEvent], object]
+CustomerHook = Callable[[Customer], object]
+
+
+def _default_failure(status: int) -> bool:
+    return status >= 400
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration of one middleware instance.
+
+    Secrets are excluded from ``repr`` so that a settings object can be
+    logged or shown in a debugger page without leaking anything.
+    """
+
+    publishable_key: str
+    secret_key: str = field(repr=False)
+    session_secrets: tuple[str, ...] = field(repr=False)
+    base_url: str
+    price_of: PriceRule | None
+    sign_in_path: str = "/smalltransfers/sign-in"
+    callback_path: str = "/smalltransfers/callback"
+    sign_out_path: str = "/smalltransfers/sign-out"
+    charge_mode: ChargeMode = "transaction"
+    timeout: float = 10.0
+    session_max_age: int = 30 * 24 * 3600
+    secure_cookies: bool | None = None
+    fail_open: bool = False
+    cookie_name: str = "st_session"
+    state_cookie_name: str = "st_state"
+    redirect_uri: str | None = None
+    scope: str = "add-charge"
+    trusted_proxies: frozenset[str] = frozenset()
+    retry_after: int = 5
+    max_connections: int = 8
+    failure_status: Callable[[int], bool] = _default_failure
+    on_charge: ChargeHook | None = None
+    on_charge_failed: ChargeHook | None = None
+    on_sign_in: CustomerHook | None = None
+    on_sign_out: CustomerHook | None = None
+    transport: Any = field(default=None, repr=False)
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/api/v1"
+
+    @property
+    def pricing_is_async(self) -> bool:
+        return self.price_of is not None and self.price_of.is_async
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        publishable_key: str | None,
+        secret_key: str | None,
+        session_secret: str | Sequence[str] | None,
+        base_url: str | None,
+        pricing: Callable[..., Any] | Mapping[str, int] | None,
+        options: Mapping[str, Any],
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Validate keywords (falling back to the environment) into ``Settings``."""
+        env = os.environ if environ is None else environ
+        unknown = set(options) - _OPTION_NAMES
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise ConfigurationError(f"unknown option(s): {names}")
+
+        pk = _required(publishable_key, "publishable_key", env)
+        sk = _required(secret_key, "secret_key", env)
+        secrets = _session_secrets(session_secret, env)
+        base = _base_url(base_url, env)
+        kwargs: dict[str, Any] = dict(options)
+
+        for name in ("sign_in_path", "callback_path", "sign_out_path"):
+            if name in kwargs:
+                kwargs[name] = _path(kwargs[name], name)
+        paths = [
+            kwargs.get(n, _default(n)) for n in ("sign_in_path", "callback_path", "sign_out_path")
+        ]
+        if len(set(paths)) != 3:
+            raise ConfigurationError("sign_in_path, callback_path and sign_out_path must differ")
+
+        mode = kwargs.get("charge_mode", "transaction")
+        if mode not in CHARGE_MODES:
+            raise ConfigurationError(f"charge_mode must be one of {CHARGE_MODES}, got {mode!r}")
+        for name in ("timeout",):
+            if name in kwargs:
+                kwargs[name] = _positive_number(kwargs[name], name)
+        for name in ("session_max_age", "retry_after", "max_connections"):
+            if name in kwargs:
+                kwargs[name] = _positive_int(kwargs[name], name)
+        for name in ("secure_cookies",):
+            if name in kwargs and kwargs[name] not in (None, True, False):
+                raise ConfigurationError(f"{name} must be None, True or False")
+        if "fail_open" in kwargs and not isinstance(kwargs["fail_open"], bool):
+            raise ConfigurationError("fail_open must be True or False")
+        for name in ("cookie_name", "state_cookie_name"):
+            if name in kwargs:
+                kwargs[name] = _cookie_name(kwargs[name], name)
+        if kwargs.get("cookie_name", _default("cookie_name")) == kwargs.get(
+            "state_cookie_name", _default("state_cookie_name")
+        ):
+            raise ConfigurationError("cookie_name and state_cookie_name must differ")
+        if kwargs.get("redirect_uri") is not None:
+            kwargs["redirect_uri"] = _absolute_url(kwargs["redirect_uri"], "redirect_uri")
+        if "scope" in kwargs and (not isinstance(kwargs["scope"], str) or not kwargs["scope"]):
+            raise ConfigurationError("scope must be a non-empty string")
+        if "trusted_proxies" in kwargs:
+            kwargs["trusted_proxies"] = _proxies(kwargs["trusted_proxies"])
+        for name in ("on_charge", "on_charge_failed", "on_sign_in", "on_sign_out"):
+            hook = kwargs.get(name)
+            if hook is not None and not callable(hook):
+                raise ConfigurationError(f"{name} must be callable")
+            if hook is not None and inspect.iscoroutinefunction(hook):
+                raise ConfigurationError(
+                    f"{name} must be a plain function: hooks run inline and are not awaited"
+                )
+        if "failure_status" in kwargs and not callable(kwargs["failure_status"]):
+            raise ConfigurationError("failure_status must be callable: status -> bool")
+
+        try:
+            price_of = compile_pricing(pricing)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"pricing: {exc}") from None
+
+        return cls(
+            publishable_key=pk,
+            secret_key=sk,
+            session_secrets=secrets,
+            base_url=base,
+            price_of=price_of,
+            **kwargs,
+        )
+
+
+_OPTION_NAMES = frozenset(
+    name
+    for name in Settings.__dataclass_fields__
+    if name not in {"publishable_key", "secret_key", "session_secrets", "base_url", "price_of"}
+)
+
+
+def _default(name: str) -> Any:
+    return Settings.__dataclass_fields__[name].default
+
+
+_ENV = {
+    "publishable_key": "SMALL_TRANSFERS_PUBLISHABLE_KEY",
+    "secret_key": "SMALL_TRANSFERS_SECRET_KEY",
+    "session_secret": "SMALL_TRANSFERS_SESSION_SECRET",
+    "base_url": "SMALL_TRANSFERS_BASE_URL",
+}
+
+
+def _from_env(name: str, env: Mapping[str, str]) -> str | None:
+    value = env.get(_ENV[name], "").strip()
+    return value or None
+
+
+def _required(value: str | None, name: str, env: Mapping[str, str]) -> str:
+    if value is None:
+        value = _from_env(name, env)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(
+            f"{name} is missing: pass {name}=... or set the {_ENV[name]} environment variable"
+        )
+    return value.strip()
+
+
+def _session_secrets(value: str | Sequence[str] | None, env: Mapping[str, str]) -> tuple[str, ...]:
+    where = "pass session_secret=... or set SMALL_TRANSFERS_SESSION_SECRET"
+    if value is None:
+        raw = _from_env("session_secret", env)
+        if raw is None:
+            raise ConfigurationError(f"session_secret is missing: {where}")
+        secrets = [part.strip() for part in raw.split(",") if part.strip()]
+    elif isinstance(value, str):
+        secrets = [value]
+    elif isinstance(value, Iterable):
+        secrets = list(value)
+    else:
+        raise ConfigurationError(f"session_secret must be a string or a list of strings ({where})")
+    if not secrets:
+        raise ConfigurationError(f"session_secret is empty: {where}")
+    for position, secret in enumerate(secrets, 1):
+        if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
+            # Never echo the secret itself, only where it is and what is wrong.
+            raise ConfigurationError(
+                f"session_secret #{position} must be a string of at least "
+                f"{MIN_SECRET_LENGTH} characters ({where}); generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+    return tuple(secrets)
+
+
+def _base_url(value: str | None, env: Mapping[str, str]) -> str:
+    if value is None:
+        value = _from_env("base_url", env) or DEFAULT_BASE_URL
+    try:
+        return _absolute_url(value, "base_url").rstrip("/")
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"base_url (or SMALL_TRANSFERS_BASE_URL) must be an http(s) URL, got {value!r}"
+        ) from None
+
+
+def _absolute_url(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string URL")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"{name} must be an absolute http(s) URL, got {value!r}")
+    return value
+
+
+def _path(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        raise ConfigurationError(f"{name} must be a path starting with a single '/'")
+    return value
+
+
+def _positive_number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds")
+    return float(value)
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive integer")
+    return value
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
+
+
+def _cookie_name(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value or not set(value) <= _TOKEN_CHARS:
+        raise ConfigurationError(f"{name} must be a valid cookie name (an RFC 7230 token)")
+    if value.lower().startswith(("__host-", "__secure-")):
+        raise ConfigurationError(f"{name}: leave out the prefix, the middleware adds __Host-")
+    return value
+
+
+def _proxies(value: object) -> frozenset[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise ConfigurationError("trusted_proxies must be a list of client addresses, or '*'")
+    items = frozenset(cast(Iterable[object], value))
+    if not all(isinstance(item, str) and item for item in items):
+        raise ConfigurationError("trusted_proxies must be a list of client addresses, or '*'")
+    return cast(frozenset[str], items)
+
+
+def check_transport(transport: object, kind: type[Any], adapter: str) -> None:
+    """Refuse a transport of the wrong kind (sync for ASGI, async for WSGI)."""
+    if transport is not None and not isinstance(transport, kind):
+        raise ConfigurationError(f"{adapter} needs transport to be an {kind.__name__}")

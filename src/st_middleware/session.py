@@ -1,0 +1,276 @@
+"""Where cookies are sealed, opened and rendered.
+
+Two sealed cookies exist: the *session* (access token + customer, for
+``session_max_age``) and the short-lived, single-use sign-in *state*. Each is
+encrypted with Fernet under keys derived by HKDF-SHA256 from every session
+secret **and the cookie's purpose**, so one can never be opened as the other.
+The first secret seals; all of them open (rotation), through ``MultiFernet``.
+
+Rules kept here, and only here:
+
+- Anything that does not open (tampered, truncated, non-ASCII, expired,
+  foreign secret, other purpose, unexpected shape) is "no cookie", never an
+  error, and is cleared on the way out.
+- Several *different* values under the session cookie's name in one request
+  (cookie tossing, a stale duplicate) mean "no session": we cannot tell which
+  one the visitor meant.
+- The lifetime is absolute: it runs from sign-in (``iat`` inside the sealed
+  payload) and re-sealing under a newer secret keeps it, so refreshes never
+  extend a session.
+- ``Secure`` is set on https and on plain http unless the host is loopback
+  (a TLS-terminating proxy must never strip it); a ``Secure`` cookie takes the
+  ``__Host-`` name prefix, which pins it to this host and path ``/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets as _secrets
+import time
+from dataclasses import dataclass, field
+from http.cookies import Morsel
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .config import Settings
+from .customer import Customer
+from .errors import CookieTooLarge
+from .request import Request, cookie_values, is_loopback_host
+
+__all__ = ["Cookies", "Session", "SignInState"]
+
+#: Browsers drop a Set-Cookie whose name, value and attributes pass 4096 bytes.
+MAX_COOKIE_BYTES = 4096
+STATE_MAX_AGE = 600
+_FORMAT_VERSION = 1
+_CLOCK_SKEW = 60
+# Fernet tokens are urlsafe base64; its decoder silently skips other bytes,
+# so anything outside the alphabet is refused before decrypting.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-]{40,4000}={0,2}")
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """A Fernet key for one purpose, from one session secret (HKDF-SHA256)."""
+    raw = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"st-middleware",
+        info=f"st-middleware/v{_FORMAT_VERSION}/{purpose}".encode(),
+    ).derive(secret.encode("utf-8"))
+    return base64.urlsafe_b64encode(raw)
+
+
+class Sealer:
+    """Seals and opens JSON payloads for one purpose (keys built once, here)."""
+
+    __slots__ = ("_older", "_primary")
+
+    def __init__(self, secrets: tuple[str, ...], purpose: str) -> None:
+        fernets = [Fernet(derive_key(secret, purpose)) for secret in secrets]
+        self._primary = fernets[0]
+        # Retired secrets only open; a hit there asks for a re-seal.
+        self._older = MultiFernet(fernets[1:]) if len(fernets) > 1 else None
+
+    def seal(self, data: Any, issued_at: int) -> str:
+        body = json.dumps(
+            {"v": _FORMAT_VERSION, "iat": issued_at, "d": data}, separators=(",", ":")
+        )
+        return self._primary.encrypt_at_time(body.encode("utf-8"), int(time.time())).decode("ascii")
+
+    def open(self, token: str, max_age: int, now: int) -> tuple[Any, int, bool] | None:
+        """``(data, issued_at, sealed_by_older_secret)``, or ``None`` if it does not open."""
+        if not _TOKEN_SHAPE.fullmatch(token):
+            return None
+        raw = token.encode("ascii")
+        stale = False
+        try:
+            plain = self._primary.decrypt_at_time(raw, max_age, now)
+        except (InvalidToken, ValueError, TypeError):
+            if self._older is None:
+                return None
+            try:
+                plain = self._older.decrypt_at_time(raw, max_age, now)
+            except (InvalidToken, ValueError, TypeError):
+                return None
+            stale = True
+        try:
+            payload = json.loads(plain)
+        except ValueError:
+            return None
+        if not isinstance(payload, dict) or payload.get("v") != _FORMAT_VERSION:
+            return None
+        issued_at = payload.get("iat")
+        if isinstance(issued_at, bool) or not isinstance(issued_at, int):
+            return None
+        if not (now - max_age < issued_at <= now + _CLOCK_SKEW):
+            return None
+        return payload.get("d"), issued_at, stale
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in visitor: the access token (never shown) and the customer."""
+
+    access_token: str = field(repr=False)
+    customer: Customer
+    issued_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignInState:
+    """What the sign-in route remembers for its callback."""
+
+    state: str = field(repr=False)
+    next_path: str
+
+
+@dataclass(slots=True)
+class SessionRead:
+    """The result of looking for the session cookie on a request."""
+
+    session: Session | None = None
+    #: Set-Cookie header values the response must carry (clear or re-seal).
+    set_cookies: list[str] = field(default_factory=list)
+
+
+_NO_SESSION = SessionRead()
+
+
+class Cookies:
+    """Reads and writes the session and state cookies for one middleware instance."""
+
+    __slots__ = ("_max_age", "_names", "_session", "_settings", "_state")
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._max_age = settings.session_max_age
+        self._session = Sealer(settings.session_secrets, "session")
+        self._state = Sealer(settings.session_secrets, "sign-in-state")
+        self._names = {
+            (base, secure): (f"__Host-{base}" if secure else base)
+            for base in (settings.cookie_name, settings.state_cookie_name)
+            for secure in (True, False)
+        }
+
+    # -- policy ---------------------------------------------------------------
+
+    def is_secure(self, request: Request) -> bool:
+        forced = self._settings.secure_cookies
+        if forced is not None:
+            return forced
+        return not (request.scheme == "http" and is_loopback_host(request.host))
+
+    def _name(self, base: str, request: Request) -> tuple[str, bool]:
+        secure = self.is_secure(request)
+        return self._names[(base, secure)], secure
+
+    # -- the session cookie -----------------------------------------------------
+
+    def read_session(self, request: Request, now: int | None = None) -> SessionRead:
+        """The session of this request, with the cookie work its answer needs."""
+        name, secure = self._name(self._settings.cookie_name, request)
+        values = cookie_values(request.cookie, name)
+        if not values:
+            return _NO_SESSION
+        if len(set(values)) > 1:
+            return SessionRead(None, [_render(name, "", 0, secure)])
+        now = int(time.time()) if now is None else now
+        opened = self._session.open(values[0], self._max_age, now)
+        session = _session_from(opened)
+        if session is None:
+            return SessionRead(None, [_render(name, "", 0, secure)])
+        assert opened is not None
+        if opened[2]:
+            # Opened by a retired secret: re-seal under the current one, same iat.
+            return SessionRead(session, [self._render_session(session, name, secure, now)])
+        return SessionRead(session)
+
+    def set_session(self, request: Request, session: Session) -> str:
+        """The Set-Cookie value that stores ``session``."""
+        name, secure = self._name(self._settings.cookie_name, request)
+        return self._render_session(session, name, secure, session.issued_at)
+
+    def clear_session(self, request: Request) -> str:
+        """The Set-Cookie value that deletes the session (same name, path and flags)."""
+        name, secure = self._name(self._settings.cookie_name, request)
+        return _render(name, "", 0, secure)
+
+    def _render_session(self, session: Session, name: str, secure: bool, now: int) -> str:
+        value = self._session.seal(
+            {"t": session.access_token, "c": session.customer.to_compact()}, session.issued_at
+        )
+        # The cookie dies when the session does, not session_max_age after a re-seal.
+        remaining = max(1, session.issued_at + self._max_age - now)
+        return _render(name, value, remaining, secure)
+
+    # -- the sign-in state cookie ----------------------------------------------
+
+    def new_state(self, request: Request, next_path: str) -> tuple[SignInState, str]:
+        """A fresh random state and the Set-Cookie value that remembers it."""
+        state = SignInState(_secrets.token_urlsafe(24), next_path)
+        name, secure = self._name(self._settings.state_cookie_name, request)
+        value = self._state.seal({"s": state.state, "n": next_path}, int(time.time()))
+        return state, _render(name, value, STATE_MAX_AGE, secure)
+
+    def read_state(self, request: Request, now: int | None = None) -> SignInState | None:
+        """The state this browser's sign-in started with, if it is valid and recent."""
+        name, _ = self._name(self._settings.state_cookie_name, request)
+        values = cookie_values(request.cookie, name)
+        if len(values) != 1:
+            return None
+        now = int(time.time()) if now is None else now
+        opened = self._state.open(values[0], STATE_MAX_AGE, now)
+        if opened is None:
+            return None
+        data = opened[0]
+        if not isinstance(data, dict):
+            return None
+        state, next_path = data.get("s"), data.get("n")
+        if not isinstance(state, str) or not isinstance(next_path, str) or not state:
+            return None
+        return SignInState(state, next_path)
+
+    def clear_state(self, request: Request) -> str:
+        name, secure = self._name(self._settings.state_cookie_name, request)
+        return _render(name, "", 0, secure)
+
+
+def _session_from(opened: tuple[Any, int, bool] | None) -> Session | None:
+    if opened is None:
+        return None
+    data, issued_at, _ = opened
+    if not isinstance(data, dict):
+        return None
+    token = data.get("t")
+    if not isinstance(token, str) or not token:
+        return None
+    try:
+        customer = Customer.from_compact(data.get("c"))
+    except ValueError:
+        return None
+    return Session(token, customer, issued_at)
+
+
+def _render(name: str, value: str, max_age: int, secure: bool) -> str:
+    morsel: Morsel[str] = Morsel()
+    # Fernet tokens are valid cookie octets as they are: pass them as the coded
+    # value so Morsel does not wrap them in quotes.
+    morsel.set(name, value, value)
+    morsel["path"] = "/"
+    morsel["max-age"] = max_age
+    morsel["httponly"] = True
+    morsel["samesite"] = "Lax"
+    if secure:
+        morsel["secure"] = True
+    header = morsel.OutputString()
+    if len(header) >= MAX_COOKIE_BYTES:
+        raise CookieTooLarge(
+            f"the {name} cookie would be {len(header)} bytes; browsers drop cookies "
+            f"of {MAX_COOKIE_BYTES} bytes or more"
+        )
+    return header

@@ -1,0 +1,227 @@
+"""Sealing and opening cookies: every cookie that does not open is simply no session."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from st_middleware.config import Settings
+from st_middleware.customer import Customer
+from st_middleware.errors import CookieTooLarge
+from st_middleware.request import Request
+from st_middleware.session import Cookies, Session
+
+SECRET_A = "a" * 32
+SECRET_B = "b" * 40
+
+
+def make_cookies(secrets: list[str] | str = SECRET_A, **options: object) -> Cookies:
+    settings = Settings.from_options(
+        publishable_key="pk",
+        secret_key="sk",
+        session_secret=secrets,
+        base_url="http://127.0.0.1:9",
+        pricing=None,
+        options=options,
+        environ={},
+    )
+    return Cookies(settings)
+
+
+def request(cookie: str = "", *, scheme: str = "http", host: str = "localhost") -> Request:
+    return Request(method="GET", scheme=scheme, host=host, path="/", cookie=cookie)
+
+
+ADA = Customer("c1", "Ada", "Lovelace", "ada@example.com", False)
+
+
+def sealed(cookies: Cookies, req: Request, session: Session | None = None) -> str:
+    header = cookies.set_session(req, session or Session("tok", ADA, int(time.time())))
+    name_value = header.split(";", 1)[0]
+    return name_value
+
+
+def test_a_sealed_session_opens_with_the_same_customer() -> None:
+    cookies = make_cookies()
+    req = request(sealed(cookies, request()))
+    read = cookies.read_session(req)
+    assert read.session is not None
+    assert read.session.customer == ADA
+    assert read.session.access_token == "tok"
+    assert read.set_cookies == []
+
+
+def test_no_cookie_is_no_session_and_no_cookie_work() -> None:
+    read = make_cookies().read_session(request("other=1"))
+    assert read.session is None
+    assert read.set_cookies == []
+
+
+def flip_bit(token: str, position: int) -> str:
+    raw = bytearray(base64.urlsafe_b64decode(token))
+    raw[position % len(raw)] ^= 0x01
+    return base64.urlsafe_b64encode(bytes(raw)).decode()
+
+
+@pytest.mark.parametrize("position", [0, 9, 25, 40, -1, -20])
+def test_a_tampered_cookie_is_no_session_and_is_cleared(position: int) -> None:
+    cookies = make_cookies()
+    name, value = sealed(cookies, request()).split("=", 1)
+    read = cookies.read_session(request(f"{name}={flip_bit(value, position)}"))
+    assert read.session is None
+    assert len(read.set_cookies) == 1
+    assert "Max-Age=0" in read.set_cookies[0]
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda v: v[: len(v) // 2],  # truncated
+        lambda v: v + "é",  # non-ASCII (Fernet raises ValueError, not InvalidToken)
+        lambda v: "é" * 60,
+        lambda v: v.replace("A", "!", 1) if "A" in v else "!" + v,  # outside the alphabet
+        lambda v: "",
+        lambda v: "x" * 5000,
+    ],
+)
+def test_a_mangled_cookie_is_no_session(mangle: object) -> None:
+    cookies = make_cookies()
+    name, value = sealed(cookies, request()).split("=", 1)
+    assert callable(mangle)
+    read = cookies.read_session(request(f"{name}={mangle(value)}"))
+    assert read.session is None
+
+
+def test_an_expired_session_is_no_session() -> None:
+    cookies = make_cookies(session_max_age=60)
+    old = Session("tok", ADA, int(time.time()) - 120)
+    req = request(sealed(cookies, request(), old))
+    assert cookies.read_session(req).session is None
+
+
+def test_a_cookie_of_a_foreign_secret_is_no_session() -> None:
+    mine, theirs = make_cookies(SECRET_A), make_cookies(SECRET_B)
+    req = request(sealed(theirs, request()))
+    assert mine.read_session(req).session is None
+
+
+def test_a_state_cookie_never_opens_as_a_session() -> None:
+    cookies = make_cookies(cookie_name="same_name_test", state_cookie_name="st_state")
+    _, state_header = cookies.new_state(request(), "/next")
+    state_value = state_header.split(";", 1)[0].split("=", 1)[1]
+    req = request(f"same_name_test={state_value}")
+    assert cookies.read_session(req).session is None
+
+
+def test_a_session_cookie_never_opens_as_a_state() -> None:
+    cookies = make_cookies()
+    value = sealed(cookies, request()).split("=", 1)[1]
+    assert cookies.read_state(request(f"st_state={value}")) is None
+
+
+def test_rotation_opens_old_cookies_and_reseals_them_keeping_the_sign_in_time() -> None:
+    old = make_cookies([SECRET_B])
+    issued = int(time.time()) - 1000
+    req = request(sealed(old, request(), Session("tok", ADA, issued)))
+    rotated = make_cookies([SECRET_A, SECRET_B], session_max_age=5000)
+    read = rotated.read_session(req)
+    assert read.session is not None
+    assert read.session.issued_at == issued
+    assert len(read.set_cookies) == 1
+    # The re-sealed cookie opens under the new secret alone, with the same iat,
+    # and its Max-Age runs to the original end of the session, not further.
+    fresh = make_cookies([SECRET_A], session_max_age=5000)
+    reread = fresh.read_session(request(read.set_cookies[0].split(";", 1)[0]))
+    assert reread.session is not None
+    assert reread.session.issued_at == issued
+    max_age = int(read.set_cookies[0].split("Max-Age=")[1].split(";")[0])
+    assert 3990 <= max_age <= 4000
+
+
+def test_two_different_session_cookies_mean_no_session() -> None:
+    cookies = make_cookies()
+    one = sealed(cookies, request())
+    two = sealed(cookies, request(), Session("other", ADA, int(time.time())))
+    read = cookies.read_session(request(f"{one}; {two}"))
+    assert read.session is None
+
+
+def test_the_same_session_cookie_twice_is_still_the_session() -> None:
+    cookies = make_cookies()
+    one = sealed(cookies, request())
+    assert cookies.read_session(request(f"{one}; {one}")).session is not None
+
+
+def test_cookie_attributes_on_loopback_http() -> None:
+    header = make_cookies().set_session(request(), Session("tok", ADA, int(time.time())))
+    assert header.startswith("st_session=")
+    parts = {part.strip().split("=")[0].lower() for part in header.split(";")}
+    assert {"httponly", "path", "samesite", "max-age"} <= parts
+    assert "secure" not in parts
+    assert "domain" not in parts
+    assert "SameSite=Lax" in header
+    assert "Path=/" in header
+    assert len(header) < 4096
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host"),
+    [("https", "shop.example"), ("http", "shop.example"), ("https", "localhost")],
+)
+def test_secure_cookies_take_the_host_prefix(scheme: str, host: str) -> None:
+    req = request(scheme=scheme, host=host)
+    header = make_cookies().set_session(req, Session("tok", ADA, int(time.time())))
+    assert header.startswith("__Host-st_session=")
+    assert "Secure" in header
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1:5000", "[::1]:80", "LOCALHOST"])
+def test_plain_http_on_loopback_is_not_secure(host: str) -> None:
+    req = request(host=host)
+    header = make_cookies().set_session(req, Session("tok", ADA, int(time.time())))
+    assert "Secure" not in header
+
+
+def test_secure_cookies_option_forces_the_flag() -> None:
+    on = make_cookies(secure_cookies=True).clear_session(request())
+    off = make_cookies(secure_cookies=False).clear_session(request(scheme="https", host="x.io"))
+    assert "Secure" in on
+    assert "Secure" not in off
+
+
+def test_clearing_uses_the_same_name_path_and_flags() -> None:
+    cookies = make_cookies()
+    req = request(scheme="https", host="shop.example")
+    set_ = cookies.set_session(req, Session("tok", ADA, int(time.time())))
+    clear = cookies.clear_session(req)
+    assert clear.split("=", 1)[0] == set_.split("=", 1)[0]
+    strip = lambda h: sorted(p.strip() for p in h.split(";")[1:] if "Max-Age" not in p)  # noqa: E731
+    assert strip(clear) == strip(set_)
+    assert "Max-Age=0" in clear
+
+
+def test_a_session_too_big_for_a_cookie_fails_loudly_at_seal_time() -> None:
+    huge = Customer("c1", "A" * 4000, "B", "c@d", False)
+    with pytest.raises(CookieTooLarge):
+        make_cookies().set_session(request(), Session("tok", huge, int(time.time())))
+
+
+def test_state_round_trip_and_expiry() -> None:
+    cookies = make_cookies()
+    state, header = cookies.new_state(request(), "/paid?x=1")
+    req = request(header.split(";", 1)[0])
+    read = cookies.read_state(req)
+    assert read == state
+    assert cookies.read_state(req, now=int(time.time()) + 601) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_no_cookie_value_makes_the_opener_raise(value: str) -> None:
+    cookies = make_cookies()
+    read = cookies.read_session(request(f"st_session={value}"))
+    assert read.session is None
