@@ -225,3 +225,36 @@ def test_no_cookie_value_makes_the_opener_raise(value: str) -> None:
     cookies = make_cookies()
     read = cookies.read_session(request(f"st_session={value}"))
     assert read.session is None
+
+
+def test_bumping_the_session_generation_signs_everybody_out() -> None:
+    before = make_cookies()
+    req = request(sealed(before, request()))
+    assert before.read_session(req).session is not None
+    after = make_cookies(session_generation=1)
+    read = after.read_session(req)
+    assert read.session is None
+    assert "Max-Age=0" in read.set_cookies[0]
+
+
+def test_reject_session_denies_a_replayed_cookie_after_sign_out() -> None:
+    signed_out_at: dict[str, int] = {}
+
+    def reject(customer: Customer, issued_at: int) -> bool:
+        return issued_at <= signed_out_at.get(customer.id, -1)
+
+    cookies = make_cookies(reject_session=reject)
+    replayed = request(sealed(cookies, request()))
+    assert cookies.read_session(replayed).session is not None
+    signed_out_at[ADA.id] = int(time.time())  # the merchant records the sign-out
+    read = cookies.read_session(replayed)
+    assert read.session is None
+    assert "Max-Age=0" in read.set_cookies[0]
+
+
+def test_a_failing_reject_hook_fails_closed() -> None:
+    def reject(customer: Customer, issued_at: int) -> bool:
+        raise RuntimeError("deny list down")
+
+    cookies = make_cookies(reject_session=reject)
+    assert cookies.read_session(request(sealed(cookies, request()))).session is None

@@ -52,6 +52,8 @@ class Settings:
     charge_mode: ChargeMode = "transaction"
     timeout: float = 10.0
     session_max_age: int = 30 * 24 * 3600
+    session_generation: int = 0
+    reject_session: Callable[[Customer, int], bool] | None = None
     secure_cookies: bool | None = None
     fail_open: bool = False
     cookie_name: str = "st_session"
@@ -119,6 +121,13 @@ class Settings:
         for name in ("session_max_age", "retry_after", "max_connections"):
             if name in kwargs:
                 kwargs[name] = _positive_int(kwargs[name], name)
+        generation = kwargs.get("session_generation", 0)
+        if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+            raise ConfigurationError("session_generation must be an integer >= 0")
+        if kwargs.get("reject_session") is not None and not callable(kwargs["reject_session"]):
+            raise ConfigurationError(
+                "reject_session must be callable: (customer, issued_at) -> bool"
+            )
         for name in ("secure_cookies",):
             if name in kwargs and kwargs[name] not in (None, True, False):
                 raise ConfigurationError(f"{name} must be None, True or False")

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import secrets as _secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.cookies import Morsel
 from typing import Any
@@ -44,6 +46,8 @@ from .request import Request, cookie_values, is_loopback_host
 
 __all__ = ["Cookies", "Session", "SignInState"]
 
+log = logging.getLogger("st_middleware")
+
 #: Browsers drop a Set-Cookie whose name, value and attributes pass 4096 bytes.
 MAX_COOKIE_BYTES = 4096
 STATE_MAX_AGE = 600
@@ -54,13 +58,17 @@ _CLOCK_SKEW = 60
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-]{40,4000}={0,2}")
 
 
-def derive_key(secret: str, purpose: str) -> bytes:
-    """A Fernet key for one purpose, from one session secret (HKDF-SHA256)."""
+def derive_key(secret: str, purpose: str, generation: int = 0) -> bytes:
+    """A Fernet key for one purpose and key generation, from one session secret (HKDF-SHA256).
+
+    Bumping ``generation`` changes every key at once: all outstanding cookies
+    stop opening, the merchant's "sign everybody out" switch.
+    """
     raw = HKDF(
         algorithm=hashes.SHA256(),
         length=32,
         salt=b"st-middleware",
-        info=f"st-middleware/v{_FORMAT_VERSION}/{purpose}".encode(),
+        info=f"st-middleware/v{_FORMAT_VERSION}/{purpose}/{generation}".encode(),
     ).derive(secret.encode("utf-8"))
     return base64.urlsafe_b64encode(raw)
 
@@ -70,8 +78,8 @@ class Sealer:
 
     __slots__ = ("_older", "_primary")
 
-    def __init__(self, secrets: tuple[str, ...], purpose: str) -> None:
-        fernets = [Fernet(derive_key(secret, purpose)) for secret in secrets]
+    def __init__(self, secrets: tuple[str, ...], purpose: str, generation: int = 0) -> None:
+        fernets = [Fernet(derive_key(secret, purpose, generation)) for secret in secrets]
         self._primary = fernets[0]
         # Retired secrets only open; a hit there asks for a re-seal.
         self._older = MultiFernet(fernets[1:]) if len(fernets) > 1 else None
@@ -149,8 +157,9 @@ class Cookies:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._max_age = settings.session_max_age
-        self._session = Sealer(settings.session_secrets, "session")
-        self._state = Sealer(settings.session_secrets, "sign-in-state")
+        generation = settings.session_generation
+        self._session = Sealer(settings.session_secrets, "session", generation)
+        self._state = Sealer(settings.session_secrets, "sign-in-state", generation)
         self._names = {
             (base, secure): (f"__Host-{base}" if secure else base)
             for base in (settings.cookie_name, settings.state_cookie_name)
@@ -182,7 +191,8 @@ class Cookies:
         now = int(time.time()) if now is None else now
         opened = self._session.open(values[0], self._max_age, now)
         session = _session_from(opened)
-        if session is None:
+        reject = self._settings.reject_session
+        if session is None or (reject is not None and _rejected(reject, session)):
             return SessionRead(None, [_render(name, "", 0, secure)])
         assert opened is not None
         if opened[2]:
@@ -238,6 +248,15 @@ class Cookies:
     def clear_state(self, request: Request) -> str:
         name, secure = self._name(self._settings.state_cookie_name, request)
         return _render(name, "", 0, secure)
+
+
+def _rejected(reject: Callable[[Customer, int], bool], session: Session) -> bool:
+    try:
+        return bool(reject(session.customer, session.issued_at))
+    except Exception:
+        # Fail closed: if the merchant's deny list cannot answer, the session is not trusted.
+        log.exception("reject_session hook raised; treating the session as rejected")
+        return True
 
 
 def _session_from(opened: tuple[Any, int, bool] | None) -> Session | None:

@@ -73,9 +73,7 @@ def _callback_url(redirect_uri: str, code: str, state: str) -> str:
 
 def _check_signed_in(response: httpx.Response) -> None:
     if response.status_code != 303:
-        raise AssertionError(
-            f"callback answered {response.status_code}: {response.text[:300]!r}"
-        )
+        raise AssertionError(f"callback answered {response.status_code}: {response.text[:300]!r}")
 
 
 def sign_in(
@@ -193,4 +191,3 @@ else:
     def st_customer(st_emulator: Emulator) -> EmulatorCustomer:
         """A fresh customer (1 USD spending limit) for one test."""
         return new_customer(st_emulator)
-
