@@ -57,7 +57,8 @@ class Charge:
     ``amount_micros`` is what the visitor pays for this request: the price in
     ``"transaction"`` mode; in ``"authorize-capture"`` mode the amount that will
     be (or was) captured. In that mode the app may set ``capture_micros``
-    before its response ends; above ``authorized_micros`` it is clamped.
+    before its response ends; above ``authorized_micros`` it is clamped. In
+    ``"transaction"`` mode setting it is allowed and changes nothing.
     """
 
     __slots__ = (
@@ -93,13 +94,15 @@ class Charge:
 
     @capture_micros.setter
     def capture_micros(self, value: int) -> None:
-        if self.mode != "authorize-capture":
-            raise AttributeError("capture_micros is only used in authorize-capture mode")
+        # Checked even in "transaction" mode, where it changes nothing (the price
+        # was charged up front), so one handler can serve routes of both modes.
         self._capture_micros = check_micros(value, "capture_micros")
 
     @property
     def amount_micros(self) -> int:
         """What this request costs the visitor (see the class docstring)."""
+        if self.mode == "transaction":
+            return self.authorized_micros
         if self.captured_micros is not None:
             return self.captured_micros
         wanted = self.authorized_micros if self._capture_micros is None else self._capture_micros
