@@ -302,7 +302,9 @@ class Core:
         try:
             grant = yield from api.exchange_code(self.settings, code)
         except SmallTransfersError as error:
-            log.warning("sign-in failed: %s", api.describe(error))
+            # Rejected merchant keys or a malformed exchange are ours to fix: an error.
+            level = logging.ERROR if isinstance(error, ProtocolError) else logging.WARNING
+            log.log(level, "sign-in failed: %s", api.describe(error))
             return self._error(error, request, next_path=next_path, set_cookies=cleared)
         session = Session(grant.access_token, grant.customer, int(time.time()))
         cookies = [*cleared, self.cookies.set_session(request, session)]

@@ -119,8 +119,8 @@ class SmallTransfersWSGI:
             method=environ.get("REQUEST_METHOD", "GET"),
             scheme=scheme,
             host=host,
-            path=environ.get("PATH_INFO", ""),
-            root_path=environ.get("SCRIPT_NAME", ""),
+            path=_text(environ.get("PATH_INFO", "")),
+            root_path=_text(environ.get("SCRIPT_NAME", "")),
             query_string=environ.get("QUERY_STRING", ""),
             cookie=environ.get("HTTP_COOKIE", ""),
             accept=environ.get("HTTP_ACCEPT", ""),
@@ -230,6 +230,13 @@ def _respond(answer: Answer, start_response: StartResponse) -> list[bytes]:
     status = f"{answer.status} {http.HTTPStatus(answer.status).phrase}"
     start_response(status, answer.headers)
     return [answer.body]
+
+
+def _text(value: str) -> str:
+    """A WSGI path (bytes carried as latin-1) as the text ASGI would give: UTF-8 decoded."""
+    if value.isascii():
+        return value
+    return value.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
