@@ -89,7 +89,9 @@ def test_forwarded_headers_count_only_from_trusted_proxies() -> None:
     args = ("http", "internal:8000")
     assert forwarded_origin(*args, "10.0.0.1", frozenset(), "https", "shop.example") == args
     assert forwarded_origin(*args, "10.0.0.9", frozenset({"10.0.0.1"}), "https", "x") == args
-    assert forwarded_origin(*args, "10.0.0.1", frozenset({"10.0.0.1"}), "https", "shop.example") == (
+    assert forwarded_origin(
+        *args, "10.0.0.1", frozenset({"10.0.0.1"}), "https", "shop.example"
+    ) == (
         "https",
         "shop.example",
     )

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from st_middleware import SmallTransfersASGI, SmallTransfersWSGI
-from st_middleware.emulator import Emulator
 from st_middleware.emulator import Customer as EmuCustomer
+from st_middleware.emulator import Emulator
 from st_middleware.testing import (
     async_signed_in_client,
     charges,

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: A session secret good for tests only (never use a fixed secret in production).
-TEST_SESSION_SECRET = "st-middleware-testing-session-secret-0123456789"
+TEST_SESSION_SECRET = "st-middleware-testing-session-secret-0123456789"  # noqa: S105
 DEFAULT_BASE_URL = "http://localhost"
 
 
@@ -176,18 +176,18 @@ def charges(emulator: Emulator, customer: EmulatorCustomer | None = None) -> lis
 
 
 try:
-    import pytest as _pytest
+    import pytest
 except ImportError:  # pragma: no cover - the kit works without pytest
     pass
 else:
 
-    @_pytest.fixture(scope="session")
+    @pytest.fixture(scope="session")
     def st_emulator() -> Iterator[Emulator]:
         """A Small Transfers emulator on 127.0.0.1 for the whole test session."""
         with Emulator(port=0) as emulator:
             yield emulator
 
-    @_pytest.fixture
+    @pytest.fixture
     def st_customer(st_emulator: Emulator) -> EmulatorCustomer:
         """A fresh customer (1 USD spending limit) for one test."""
         return new_customer(st_emulator)
