@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -11,22 +11,27 @@ from .config import Settings
 from .core import Core
 
 Pricing = Callable[..., Any] | Mapping[str, Any] | None
+AppT = TypeVar("AppT")
 
 
-class BaseMiddleware:
-    """Validates the configuration once and builds every reusable object."""
+class BaseMiddleware(Generic[AppT]):
+    """Validates the configuration once and builds every reusable object.
+
+    The adapters add their own checks and their HTTP client in ``_setup``.
+    """
 
     def __init__(
         self,
+        app: AppT,
         *,
-        publishable_key: str | None,
-        secret_key: str | None,
-        session_secret: str | Sequence[str] | None,
-        base_url: str | None,
-        pricing: Pricing,
-        options: dict[str, Any],
-        environ: Mapping[str, str] | None = None,
+        publishable_key: str | None = None,
+        secret_key: str | None = None,
+        session_secret: str | Sequence[str] | None = None,
+        base_url: str | None = None,
+        pricing: Pricing = None,
+        **options: Any,
     ) -> None:
+        self.app = app
         self.settings = Settings.from_options(
             publishable_key=publishable_key,
             secret_key=secret_key,
@@ -34,9 +39,12 @@ class BaseMiddleware:
             base_url=base_url,
             pricing=pricing,
             options=options,
-            environ=environ,
         )
-        self.core = Core(self.settings)
+        self._core = Core(self.settings)
+        self._setup()
+
+    def _setup(self) -> None:
+        """Adapter-specific checks and clients (called at the end of ``__init__``)."""
 
     def _client_options(self) -> dict[str, Any]:
         """Options for the one pooled client: explicit timeouts, a small kept-alive pool."""
@@ -55,11 +63,11 @@ class BaseMiddleware:
             options["transport"] = settings.transport
         return options
 
-    def describe(self, adapter: object, app: object) -> str:
-        """A repr for an adapter: what it wraps and where it charges, never a secret."""
+    def __repr__(self) -> str:
+        # What it wraps and where it charges, never a secret.
         settings = self.settings
         return (
-            f"{type(adapter).__name__}(app={app!r}, "
+            f"{type(self).__name__}(app={self.app!r}, "
             f"publishable_key={settings.publishable_key!r}, base_url={settings.base_url!r}, "
             f"charge_mode={settings.charge_mode!r})"
         )

@@ -6,13 +6,13 @@ import asyncio
 import inspect
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Generator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any, TypeVar
 
 import httpx
 
 from . import api
-from ._base import BaseMiddleware, Pricing
+from ._base import BaseMiddleware
 from .answers import Answer
 from .config import check_transport
 from .core import Call, Forward, NeedsPrice, Respond
@@ -30,7 +30,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 T = TypeVar("T")
 
 
-class SmallTransfersASGI:
+class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
     """Wrap an ASGI app: sign-in routes, session cookie, and a charge per priced request.
 
     Same keywords as :class:`~st_middleware.SmallTransfersWSGI`; ``pricing``
@@ -39,38 +39,13 @@ class SmallTransfersASGI:
     on every HTTP request; lifespan and websocket scopes pass through.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        publishable_key: str | None = None,
-        secret_key: str | None = None,
-        session_secret: str | Sequence[str] | None = None,
-        base_url: str | None = None,
-        pricing: Pricing = None,
-        **options: Any,
-    ) -> None:
-        self.app = app
-        base = BaseMiddleware(
-            publishable_key=publishable_key,
-            secret_key=secret_key,
-            session_secret=session_secret,
-            base_url=base_url,
-            pricing=pricing,
-            options=options,
-        )
-        self._base = base
-        self.settings = base.settings
+    def _setup(self) -> None:
         check_transport(self.settings.transport, httpx.AsyncBaseTransport, "SmallTransfersASGI")
-        self._core = base.core
-        self._client_options = base._client_options()
+        self._client_kwargs = self._client_options()
         # httpx clients belong to the loop that made them: one per running loop.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
-
-    def __repr__(self) -> str:
-        return self._base.describe(self, self.app)
 
     async def aclose(self) -> None:
         """Close this event loop's pooled connections to Small Transfers."""
@@ -208,7 +183,7 @@ class SmallTransfersASGI:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = httpx.AsyncClient(**self._client_options)
+            client = self._clients[loop] = httpx.AsyncClient(**self._client_kwargs)
         return client
 
     async def _drive(self, flow: Generator[httpx.Request, api.Reply, T]) -> T:

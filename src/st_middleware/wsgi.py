@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import http
 import logging
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from . import api
-from ._base import BaseMiddleware, Pricing
+from ._base import BaseMiddleware
 from .answers import Answer
 from .config import check_transport
 from .core import Call, Forward, NeedsPrice, Respond
@@ -28,7 +28,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 T = TypeVar("T")
 
 
-class SmallTransfersWSGI:
+class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
     """Wrap a WSGI app: sign-in routes, session cookie, and a charge per priced request.
 
     ``SmallTransfersWSGI(app, publishable_key=..., secret_key=..., session_secret=...,
@@ -38,39 +38,14 @@ class SmallTransfersWSGI:
     ``environ["smalltransfers.charge"]`` on every request it sees.
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        publishable_key: str | None = None,
-        secret_key: str | None = None,
-        session_secret: str | Sequence[str] | None = None,
-        base_url: str | None = None,
-        pricing: Pricing = None,
-        **options: Any,
-    ) -> None:
-        self.app = app
-        base = BaseMiddleware(
-            publishable_key=publishable_key,
-            secret_key=secret_key,
-            session_secret=session_secret,
-            base_url=base_url,
-            pricing=pricing,
-            options=options,
-        )
-        self._base = base
-        self.settings = base.settings
+    def _setup(self) -> None:
         if self.settings.pricing_is_async:
             raise ConfigurationError(
                 "pricing is an async function: WSGI cannot await it; "
                 "use SmallTransfersASGI or a plain function"
             )
         check_transport(self.settings.transport, httpx.BaseTransport, "SmallTransfersWSGI")
-        self._core = base.core
-        self._client = httpx.Client(**base._client_options())
-
-    def __repr__(self) -> str:
-        return self._base.describe(self, self.app)
+        self._client = httpx.Client(**self._client_options())
 
     def close(self) -> None:
         """Close the pooled connections to Small Transfers."""
