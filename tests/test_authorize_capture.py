@@ -333,7 +333,7 @@ async def test_asgi_streams_chunk_by_chunk_and_captures_after_the_last(
 
 
 @pytest.mark.anyio
-async def test_asgi_visitor_disconnect_mid_stream_captures_the_work_done(
+async def test_asgi_hang_up_the_app_lets_through_captures_nothing(
     st_emulator: Emulator, st_customer: Any
 ) -> None:
     app = asgi(st_emulator)
@@ -349,5 +349,41 @@ async def test_asgi_visitor_disconnect_mid_stream_captures_the_work_done(
 
     with pytest.raises(ConnectionResetError):
         await app(_scope(cookie), _receive, send)
-    # chunk2 was produced (capture_micros=2000) when the visitor hung up.
+    assert only_row(st_emulator, st_customer).state == "authorized"
+
+
+async def stops_on_hang_up(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app that notices the visitor left and ends cleanly, having billed what it made."""
+    charge = scope["smalltransfers.charge"]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for n in range(1, 4):
+        charge.capture_micros = 1000 * n
+        try:
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        except OSError:
+            return
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.anyio
+async def test_asgi_app_that_ends_cleanly_after_a_hang_up_captures_what_it_set(
+    st_emulator: Emulator, st_customer: Any
+) -> None:
+    app = SmallTransfersASGI(
+        stops_on_hang_up,
+        **emulator_options(st_emulator),
+        pricing={"/ai": AUTHORIZED},
+        charge_mode="authorize-capture",
+    )
+    cookie = await _signed_in_cookie(app, st_emulator, st_customer)
+    bodies = 0
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal bodies
+        if message["type"] == "http.response.body":
+            bodies += 1
+            if bodies == 2:
+                raise ConnectionResetError("visitor went away")
+
+    await app(_scope(cookie), _receive, send)
     assert only_row(st_emulator, st_customer).captured_micros == 2000

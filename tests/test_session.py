@@ -204,10 +204,20 @@ def test_clearing_uses_the_same_name_path_and_flags() -> None:
     assert "Max-Age=0" in clear
 
 
-def test_a_session_too_big_for_a_cookie_fails_loudly_at_seal_time() -> None:
-    huge = Customer("c1", "A" * 4000, "B", "c@d", False)
+def test_long_customer_details_are_shortened_to_fit_the_cookie() -> None:
+    huge = Customer("c1", "A" * 4000, "B" * 4000, "c@d", False)
+    cookies = make_cookies()
+    header = cookies.set_session(request(), Session("tok", huge, int(time.time())))
+    assert len(header) < 4096
+    read = cookies.read_session(request(header.split(";", 1)[0]))
+    assert read.session is not None
+    assert read.session.customer.id == "c1"
+    assert read.session.customer.first_name == "A" * 64
+
+
+def test_a_token_too_big_for_a_cookie_fails_loudly_at_seal_time() -> None:
     with pytest.raises(CookieTooLarge):
-        make_cookies().set_session(request(), Session("tok", huge, int(time.time())))
+        make_cookies().set_session(request(), Session("t" * 4000, ADA, int(time.time())))
 
 
 def test_state_round_trip_and_expiry() -> None:

@@ -50,6 +50,8 @@ def redirect(location: str, set_cookies: Iterable[str] = (), *, status: int = 30
         ("Location", location),
         *_PRIVATE,
         ("Referrer-Policy", "no-referrer"),
+        # wsgiref.validate (PEP 3333 manners) wants a type on every non-204/304 answer.
+        ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", "0"),
     ]
     headers.extend(("Set-Cookie", cookie) for cookie in set_cookies)

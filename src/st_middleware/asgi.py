@@ -133,20 +133,14 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
     async def _forward(self, step: Forward, scope: Scope, receive: Receive, send: Send) -> None:
         extra = [(b"set-cookie", cookie.encode("latin-1")) for cookie in step.set_cookies]
         status: int | None = None
-        disconnected = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, disconnected
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if extra:
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            try:
-                await send(message)
-            except OSError:
-                # The visitor hung up mid-response: the work was done all the same.
-                disconnected = True
-                raise
+            await send(message)
 
         if step.capture is None:
             await self.app(scope, receive, send_wrapper)
@@ -154,7 +148,8 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         try:
             await self.app(scope, receive, send_wrapper)
         except BaseException:
-            await self._capture(step, status, failed=not disconnected)
+            # The app raised (a visitor's hang-up it let through included): nothing is owed.
+            await self._capture(step, status, failed=True)
             raise
         await self._capture(step, status, failed=False)
 

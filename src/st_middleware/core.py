@@ -34,6 +34,7 @@ from .config import Settings
 from .customer import Customer
 from .errors import (
     ChargeRefused,
+    CookieTooLarge,
     PricingError,
     ProtocolError,
     ServiceUnavailable,
@@ -307,7 +308,12 @@ class Core:
             log.log(level, "sign-in failed: %s", api.describe(error))
             return self._error(error, request, next_path=next_path, set_cookies=cleared)
         session = Session(grant.access_token, grant.customer, int(time.time()))
-        cookies = [*cleared, self.cookies.set_session(request, session)]
+        try:
+            cookies = [*cleared, self.cookies.set_session(request, session)]
+        except CookieTooLarge as error:
+            log.error("sign-in failed: %s", error.detail)
+            failure = ProtocolError("access token too large for a cookie", code="token_too_large")
+            return self._error(failure, request, next_path=next_path, set_cookies=cleared)
         log.info("sign-in: customer %s", grant.customer.id)
         _call_hook(self.settings.on_sign_in, grant.customer, "on_sign_in")
         return Respond(redirect(next_path, cookies))

@@ -11,6 +11,8 @@ without ``root_path``), so mounting the app elsewhere keeps its prices:
 4. Between otherwise equal rules, one with a method (``"POST /x"``) beats one
    without.
 5. Unmatched paths are free.
+6. ``OPTIONS`` requests (CORS preflights, which never carry cookies) match
+   only rules that name ``OPTIONS``.
 """
 
 from __future__ import annotations
@@ -81,14 +83,23 @@ class _MappingPrices:
 
     def __call__(self, request: Request) -> Price | None:
         path, method = request.path, request.method
+        if method == "OPTIONS":
+            # CORS preflights never carry cookies: pricing them would break CORS.
+            # Only a rule that names OPTIONS applies.
+            return self._exact.get(("OPTIONS", path)) or self._wildcard(path, method, True)
         exact = self._exact
         if exact:
             if (method, path) in exact:
                 return exact[(method, path)]
             if (None, path) in exact:
                 return exact[(None, path)]
+        return self._wildcard(path, method, False)
+
+    def _wildcard(self, path: str, method: str, method_only: bool) -> Price | None:
         for rule_method, prefix, price in self._wildcards:
-            if path.startswith(prefix) and (rule_method is None or rule_method == method):
+            if path.startswith(prefix) and (
+                rule_method == method or (rule_method is None and not method_only)
+            ):
                 return price
         return None
 

@@ -31,7 +31,7 @@ import re
 import secrets as _secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.cookies import Morsel
 from typing import Any
 
@@ -51,6 +51,8 @@ log = logging.getLogger("st_middleware")
 #: Browsers drop a Set-Cookie whose name, value and attributes pass 4096 bytes.
 MAX_COOKIE_BYTES = 4096
 STATE_MAX_AGE = 600
+_SLIM_TEXT = 64
+_SLIM_EMAIL = 254
 _FORMAT_VERSION = 1
 _CLOCK_SKEW = 60
 # Fernet tokens are urlsafe base64; its decoder silently skips other bytes,
@@ -86,7 +88,9 @@ class Sealer:
 
     def seal(self, data: Any, issued_at: int) -> str:
         body = json.dumps(
-            {"v": _FORMAT_VERSION, "iat": issued_at, "d": data}, separators=(",", ":")
+            {"v": _FORMAT_VERSION, "iat": issued_at, "d": data},
+            separators=(",", ":"),
+            ensure_ascii=False,  # \uXXXX would take 6 bytes where UTF-8 takes 2-3
         )
         return self._primary.encrypt_at_time(body.encode("utf-8"), int(time.time())).decode("ascii")
 
@@ -211,12 +215,29 @@ class Cookies:
         return _render(name, "", 0, secure)
 
     def _render_session(self, session: Session, name: str, secure: bool, now: int) -> str:
-        value = self._session.seal(
-            {"t": session.access_token, "c": session.customer.to_compact()}, session.issued_at
-        )
         # The cookie dies when the session does, not session_max_age after a re-seal.
         remaining = max(1, session.issued_at + self._max_age - now)
-        return _render(name, value, remaining, secure)
+        customer = session.customer
+        try:
+            return self._render_sealed(session, customer, name, remaining, secure)
+        except CookieTooLarge:
+            # Very long names must not lock a customer out: keep the id (what
+            # charges need) and shortened details; only a huge token fails.
+            slim = replace(
+                customer,
+                first_name=customer.first_name[:_SLIM_TEXT],
+                last_name=customer.last_name[:_SLIM_TEXT],
+                email=customer.email[:_SLIM_EMAIL],
+            )
+            log.warning("customer %s details shortened to fit the session cookie", customer.id)
+            return self._render_sealed(session, slim, name, remaining, secure)
+
+    def _render_sealed(
+        self, session: Session, customer: Customer, name: str, max_age: int, secure: bool
+    ) -> str:
+        data = {"t": session.access_token, "c": customer.to_compact()}
+        value = self._session.seal(data, session.issued_at)
+        return _render(name, value, max_age, secure)
 
     # -- the sign-in state cookie ----------------------------------------------
 

@@ -346,7 +346,7 @@ h1{font-size:1.5rem;margin:0 0 12px}h2{font-size:1.15rem;margin:28px 0 8px}
 h3{font-size:1rem;margin:18px 0 6px}
 .lead{font-size:1.05rem}.muted{color:#5d6880}.error{color:#a3192b;background:#fdecee;
 padding:8px 12px;border-radius:6px}
-code{background:#eef1f7;border-radius:4px;padding:1px 5px;font-size:.9em;word-break:break-all}
+code{background:#eef1f7;border-radius:4px;padding:1px 5px;font-size:.9em;overflow-wrap:anywhere}
 fieldset{border:1px solid #dde2ec;border-radius:8px;padding:12px 16px;margin:16px 0}
 legend{padding:0 6px;color:#5d6880}
 .choice{display:flex;gap:8px;align-items:flex-start;padding:6px 0;cursor:pointer}
