@@ -23,6 +23,7 @@ class BaseMiddleware(Generic[AppT]):
     def __init__(
         self,
         app: AppT,
+        /,
         *,
         publishable_key: str | None = None,
         secret_key: str | None = None,
