@@ -95,9 +95,10 @@ def test_forwarded_headers_count_only_from_trusted_proxies() -> None:
         "https",
         "shop.example",
     )
-    assert forwarded_origin(*args, None, frozenset({"*"}), "HTTPS, http", None) == (
+    # The last value is the one the nearest (trusted) proxy appended.
+    assert forwarded_origin(*args, None, frozenset({"*"}), "http, HTTPS", "evil, shop") == (
         "https",
-        "internal:8000",
+        "shop",
     )
     assert forwarded_origin(*args, None, frozenset({"*"}), "gopher", None) == args
 

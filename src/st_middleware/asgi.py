@@ -97,10 +97,11 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
                 cookie = f"{cookie}; {text}" if cookie else text
             elif name == b"accept":
                 accept = value.decode("latin-1")
+            # Repeated lines are joined, as WSGI servers do, so both adapters agree.
             elif name == b"x-forwarded-proto":
-                forwarded_proto = value.decode("latin-1")
+                forwarded_proto = _joined(forwarded_proto, value)
             elif name == b"x-forwarded-host":
-                forwarded_host = value.decode("latin-1")
+                forwarded_host = _joined(forwarded_host, value)
         if not host:
             server = scope.get("server")
             host = f"{server[0]}:{server[1]}" if server else ""
@@ -221,6 +222,11 @@ async def _respond(answer: Answer, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": answer.body})
+
+
+def _joined(previous: str | None, value: bytes) -> str:
+    text = value.decode("latin-1")
+    return f"{previous}, {text}" if previous else text
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -135,15 +135,16 @@ def forwarded_origin(
 
     ``X-Forwarded-Proto``/``-Host`` are believed only from a client address the
     merchant listed in ``trusted_proxies`` (or ``"*"``): anyone else could
-    forge them to change cookie flags or the sign-in ``redirect_uri``. With a
-    chain of proxies, the first (client-most) value is the visitor's.
+    forge them to change cookie flags or the sign-in ``redirect_uri``. With
+    several values (a proxy that appends), the last one is used: it is the one
+    the nearest, trusted, proxy wrote; earlier ones came from the client side.
     """
     if not trusted or not (("*" in trusted) or (client is not None and client in trusted)):
         return scheme, host
     if forwarded_proto:
-        proto = forwarded_proto.split(",")[0].strip().lower()
+        proto = forwarded_proto.rsplit(",", 1)[-1].strip().lower()
         if proto in ("http", "https"):
             scheme = proto
     if forwarded_host:
-        host = forwarded_host.split(",")[0].strip() or host
+        host = forwarded_host.rsplit(",", 1)[-1].strip() or host
     return scheme, host

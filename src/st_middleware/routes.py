@@ -24,6 +24,8 @@ class Route(enum.Enum):
 
 # A host as browsers send it: a name or IPv4, or a bracketed IPv6, and a port.
 _HOST_SHAPE = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_MAX_FIELDS = 50
+_MAX_NEXT = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Characters kept as they are when `next` goes back into a Location header:
 # everything printable in ASCII that a path and query may hold, so a value is
@@ -111,18 +113,22 @@ def safe_next(value: str | None, fallback: str) -> str:
     another host), any backslash, a scheme, control characters (header
     injection), and over-long values.
     """
-    if not value or len(value) > 2048:
+    if not value or len(value) > _MAX_NEXT:
         return fallback
     if not value.startswith("/") or value.startswith(("//", "/\\")):
         return fallback
     if "\\" in value or _CONTROL.search(value):
         return fallback
-    return quote(value, safe=_LOCATION_SAFE)
+    encoded = quote(value, safe=_LOCATION_SAFE)
+    # Measured encoded: it must fit in the state cookie and a Location header.
+    return encoded if len(encoded) <= _MAX_NEXT else fallback
 
 
 def query_params(query_string: str) -> dict[str, str]:
     """The first value of each query parameter (later repeats are ignored)."""
     params: dict[str, str] = {}
-    for key, value in parse_qsl(query_string, keep_blank_values=True, max_num_fields=50):
+    # Our routes need three fields at most: the rest of a flood is ignored, not a 500.
+    fields = "&".join(query_string.split("&", _MAX_FIELDS)[:_MAX_FIELDS])
+    for key, value in parse_qsl(fields, keep_blank_values=True):
         params.setdefault(key, value)
     return params
