@@ -12,8 +12,9 @@ from st_middleware.emulator import Customer, Emulator
 
 
 def authorize(client: httpx.Client, keys: dict[str, str], amount: int) -> str:
-    response = client.post("/api/v1/charges", json={**keys, "currency": "usd",
-                                                     "amountMicros": amount})
+    response = client.post(
+        "/api/v1/charges", json={**keys, "currency": "usd", "amountMicros": amount}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
@@ -32,7 +33,8 @@ def test_transaction_is_captured_at_once(
     client: httpx.Client, emu: Emulator, customer: Customer, keys: dict[str, str]
 ) -> None:
     response = client.post(
-        "/api/v1/transactions", json={**keys, "amountMicros": 3000},
+        "/api/v1/transactions",
+        json={**keys, "amountMicros": 3000},
         headers={"Idempotency-Key": "req-1"},
     )
     assert response.status_code == 201
@@ -49,8 +51,11 @@ def test_idempotency_key_is_recorded_not_deduplicated(
     client: httpx.Client, emu: Emulator, keys: dict[str, str]
 ) -> None:
     for _ in range(2):
-        response = client.post("/api/v1/transactions", json={**keys, "amountMicros": 10},
-                               headers={"Idempotency-Key": "same"})
+        response = client.post(
+            "/api/v1/transactions",
+            json={**keys, "amountMicros": 10},
+            headers={"Idempotency-Key": "same"},
+        )
         assert response.status_code == 201
     assert [r.idempotency_key for r in emu.ledger()] == ["same", "same"]
 
@@ -61,8 +66,9 @@ def test_idempotency_key_is_recorded_not_deduplicated(
 def test_charge_then_partial_capture(
     client: httpx.Client, emu: Emulator, customer: Customer, keys: dict[str, str]
 ) -> None:
-    response = client.post("/api/v1/charges", json={**keys, "currency": "usd",
-                                                     "amountMicros": 50_000})
+    response = client.post(
+        "/api/v1/charges", json={**keys, "currency": "usd", "amountMicros": 50_000}
+    )
     assert response.status_code == 201
     body = response.json()
     assert body["amountMicros"] == 50_000
@@ -72,9 +78,13 @@ def test_charge_then_partial_capture(
 
     captured = capture(client, keys, body["id"], 20_000)
     assert captured.status_code == 200
-    assert captured.json() == {"id": body["id"], "capturedMicros": 20_000,
-                               "authorizedMicros": 50_000, "currency": "usd",
-                               "status": "captured"}
+    assert captured.json() == {
+        "id": body["id"],
+        "capturedMicros": 20_000,
+        "authorizedMicros": 50_000,
+        "currency": "usd",
+        "status": "captured",
+    }
     [row] = emu.ledger()
     assert (row.state, row.authorized_micros, row.captured_micros) == ("captured", 50_000, 20_000)
     # Only what was captured counts once the charge is settled.
@@ -91,8 +101,7 @@ def test_capture_zero_and_full(client: httpx.Client, emu: Emulator, keys: dict[s
 
 def test_capture_errors(client: httpx.Client, emu: Emulator, keys: dict[str, str]) -> None:
     charge_id = authorize(client, keys, 1000)
-    assert_problem(capture(client, keys, charge_id, 1001), 409,
-                   "charge_amount_exceeds_authorized")
+    assert_problem(capture(client, keys, charge_id, 1001), 409, "charge_amount_exceeds_authorized")
     assert_problem(capture(client, keys, charge_id, -1), 422, "validation_error")
     assert_problem(capture(client, keys, charge_id, 1.5), 422, "validation_error")
     assert capture(client, keys, charge_id, 500).status_code == 200
@@ -110,16 +119,22 @@ def test_another_merchants_charge_is_not_found(
 ) -> None:
     charge_id = authorize(client, keys, 1000)
     emu.add_merchant("pk_test_other", "sk_test_other")
-    other = {"publishableKey": "pk_test_other", "secretKey": "sk_test_other",
-             "accessToken": emu.issue_token(customer.id, "pk_test_other")}
+    other = {
+        "publishableKey": "pk_test_other",
+        "secretKey": "sk_test_other",
+        "accessToken": emu.issue_token(customer.id, "pk_test_other"),
+    }
     assert_problem(capture(client, other, charge_id, 1), 404, "charge_not_found")
 
 
 def test_authorization_lapses() -> None:
     with Emulator(port=0, authorization_ttl=0.0) as emu, httpx.Client(base_url=emu.url) as client:
         customer = emu.create_customer()
-        keys = {"publishableKey": emu.publishable_key, "secretKey": emu.secret_key,
-                "accessToken": emu.issue_token(customer.id)}
+        keys = {
+            "publishableKey": emu.publishable_key,
+            "secretKey": emu.secret_key,
+            "accessToken": emu.issue_token(customer.id),
+        }
         charge_id = authorize(client, keys, 1000)
         assert_problem(capture(client, keys, charge_id, 1000), 410, "charge_expired")
         [row] = emu.ledger()
@@ -129,8 +144,7 @@ def test_authorization_lapses() -> None:
 
 
 def test_currency_other_than_usd_is_rejected(client: httpx.Client, keys: dict[str, str]) -> None:
-    response = client.post("/api/v1/charges", json={**keys, "currency": "eur",
-                                                     "amountMicros": 1})
+    response = client.post("/api/v1/charges", json={**keys, "currency": "eur", "amountMicros": 1})
     assert_problem(response, 422, "validation_error")
 
 
@@ -168,8 +182,9 @@ def test_missing_fields_are_invalid_requests(
 def test_bad_bodies_are_invalid_requests(
     client: httpx.Client, content: bytes, content_type: str
 ) -> None:
-    response = client.post("/api/v1/transactions", content=content,
-                           headers={"Content-Type": content_type})
+    response = client.post(
+        "/api/v1/transactions", content=content, headers={"Content-Type": content_type}
+    )
     assert_problem(response, 400, "invalid_request")
 
 
@@ -192,14 +207,16 @@ def test_wrong_merchant_keys_are_invalid_credentials(
 def test_unknown_or_foreign_token_is_invalid_access_token(
     client: httpx.Client, emu: Emulator, customer: Customer, keys: dict[str, str]
 ) -> None:
-    response = client.post("/api/v1/transactions",
-                           json={**keys, "accessToken": "st_at_nope", "amountMicros": 1})
+    response = client.post(
+        "/api/v1/transactions", json={**keys, "accessToken": "st_at_nope", "amountMicros": 1}
+    )
     assert_problem(response, 401, "invalid_access_token")
     # A token issued to another merchant is not this merchant's.
     emu.add_merchant("pk_test_other", "sk_test_other")
     foreign = emu.issue_token(customer.id, "pk_test_other")
-    response = client.post("/api/v1/transactions",
-                           json={**keys, "accessToken": foreign, "amountMicros": 1})
+    response = client.post(
+        "/api/v1/transactions", json={**keys, "accessToken": foreign, "amountMicros": 1}
+    )
     assert_problem(response, 401, "invalid_access_token")
 
 
@@ -235,18 +252,22 @@ def test_spending_limit(
     client: httpx.Client, emu: Emulator, customer: Customer, keys: dict[str, str]
 ) -> None:
     # 1 USD limit: 0.6 captured + 0.3 held by an authorization leaves 0.1.
-    assert client.post("/api/v1/transactions",
-                       json={**keys, "amountMicros": 600_000}).status_code == 201
+    assert (
+        client.post("/api/v1/transactions", json={**keys, "amountMicros": 600_000}).status_code
+        == 201
+    )
     held = authorize(client, keys, 300_000)
     response = client.post("/api/v1/transactions", json={**keys, "amountMicros": 100_001})
     assert_problem(response, 402, "charge_limit_exceeded")
-    response = client.post("/api/v1/charges", json={**keys, "currency": "usd",
-                                                     "amountMicros": 100_001})
+    response = client.post(
+        "/api/v1/charges", json={**keys, "currency": "usd", "amountMicros": 100_001}
+    )
     assert_problem(response, 402, "charge_limit_exceeded")
     # Capturing less releases the rest of the authorization.
     assert capture(client, keys, held, 100_000).status_code == 200
-    assert client.post("/api/v1/transactions",
-                       json={**keys, "amountMicros": 300_000}).status_code == 201
+    assert (
+        client.post("/api/v1/transactions", json={**keys, "amountMicros": 300_000}).status_code
+        == 201
+    )
     assert emu.spent(customer.id) == 1_000_000
     assert len(emu.ledger()) == 3
-

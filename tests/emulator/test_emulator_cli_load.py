@@ -59,7 +59,8 @@ def stop(process: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str,
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_cli_prints_url_serves_and_stops_cleanly(sig: signal.Signals) -> None:
     with running_cli("--publishable-key", "pk_test_cli", "--secret-key", "sk_test_cli") as (
-        process, match,
+        process,
+        match,
     ):
         url, port, publishable_key, secret_key = match.groups()
         assert int(port) > 0
@@ -75,8 +76,9 @@ def test_cli_prints_url_serves_and_stops_cleanly(sig: signal.Signals) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_cli_flags_admin_faults_and_redirect_uris() -> None:
     registered = "http://localhost:5000/cb"
-    with running_cli("--admin", "--fail-with", "maintenance_mode",
-                     "--redirect-uri", registered) as (process, match):
+    with running_cli(
+        "--admin", "--fail-with", "maintenance_mode", "--redirect-uri", registered
+    ) as (process, match):
         url = match.group(1)
         response = httpx.post(url + "/api/v1/transactions", json={})
         assert response.status_code == 503
@@ -85,8 +87,10 @@ def test_cli_flags_admin_faults_and_redirect_uris() -> None:
         params = {"publishable_key": "pk_test_emulator", "response_type": "code"}
         ok = httpx.get(url + "/customer/authorize", params={**params, "redirect_uri": registered})
         assert ok.status_code == 200
-        other = httpx.get(url + "/customer/authorize",
-                          params={**params, "redirect_uri": "http://localhost:5001/cb"})
+        other = httpx.get(
+            url + "/customer/authorize",
+            params={**params, "redirect_uri": "http://localhost:5001/cb"},
+        )
         assert other.status_code == 404
         assert stop(process, signal.SIGTERM)[0] == 0
 
@@ -95,8 +99,9 @@ def test_cli_flags_admin_faults_and_redirect_uris() -> None:
 def test_cli_db_keeps_customers_across_restarts(tmp_path: Path) -> None:
     db = str(tmp_path / "emulator.sqlite3")
     with running_cli("--db", db, "--admin") as (process, match):
-        created = httpx.post(match.group(1) + "/_emulator/customers",
-                             json={"email": "kept@example.com"}).json()
+        created = httpx.post(
+            match.group(1) + "/_emulator/customers", json={"email": "kept@example.com"}
+        ).json()
         assert stop(process, signal.SIGTERM)[0] == 0
     with running_cli("--db", db, "--admin") as (process, match):
         customers = httpx.get(match.group(1) + "/_emulator/customers").json()
@@ -106,9 +111,21 @@ def test_cli_db_keeps_customers_across_restarts(tmp_path: Path) -> None:
 
 def test_cli_rejects_conflicting_faults() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "st_middleware.emulator", "--port", "0",
-         "--fail-with", "server_error", "--drop", "before"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            sys.executable,
+            "-m",
+            "st_middleware.emulator",
+            "--port",
+            "0",
+            "--fail-with",
+            "server_error",
+            "--drop",
+            "before",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 2
     assert "choose one of" in result.stderr
@@ -122,17 +139,22 @@ CONCURRENCY = 200
 async def _fire(url: str, bodies: list[dict[str, object]], path: str) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
-        return await asyncio.gather(*(
-            client.post(path, json=body, headers={"Idempotency-Key": f"k{i}"})
-            for i, body in enumerate(bodies)
-        ))
+        return await asyncio.gather(
+            *(
+                client.post(path, json=body, headers={"Idempotency-Key": f"k{i}"})
+                for i, body in enumerate(bodies)
+            )
+        )
 
 
 def test_200_concurrent_transactions_land_exactly_once() -> None:
     with Emulator(port=0) as emu:
         customer = emu.create_customer(limit_micros=10**12)
-        keys = {"publishableKey": emu.publishable_key, "secretKey": emu.secret_key,
-                "accessToken": emu.issue_token(customer.id)}
+        keys = {
+            "publishableKey": emu.publishable_key,
+            "secretKey": emu.secret_key,
+            "accessToken": emu.issue_token(customer.id),
+        }
         bodies: list[dict[str, object]] = [
             {**keys, "amountMicros": 1000 + i} for i in range(CONCURRENCY)
         ]
@@ -151,8 +173,11 @@ def test_spending_limit_holds_under_concurrency() -> None:
     with Emulator(port=0) as emu:
         # Room for exactly 50 of the 200 authorizations.
         customer = emu.create_customer(limit_micros=50 * 1000)
-        keys = {"publishableKey": emu.publishable_key, "secretKey": emu.secret_key,
-                "accessToken": emu.issue_token(customer.id)}
+        keys = {
+            "publishableKey": emu.publishable_key,
+            "secretKey": emu.secret_key,
+            "accessToken": emu.issue_token(customer.id),
+        }
         bodies: list[dict[str, object]] = [
             {**keys, "currency": "usd", "amountMicros": 1000} for _ in range(CONCURRENCY)
         ]

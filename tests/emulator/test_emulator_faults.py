@@ -78,13 +78,17 @@ def test_huge_body(client: httpx.Client, emu: Emulator, keys: dict[str, str]) ->
 def test_endless_body_trickles_until_the_client_leaves() -> None:
     emu = Emulator(port=0).start()
     try:
-        keys = {"publishableKey": emu.publishable_key, "secretKey": emu.secret_key,
-                "accessToken": emu.issue_token(emu.create_customer().id)}
+        keys = {
+            "publishableKey": emu.publishable_key,
+            "secretKey": emu.secret_key,
+            "accessToken": emu.issue_token(emu.create_customer().id),
+        }
         emu.set_faults(endless_body=True)
         with httpx.Client(base_url=emu.url) as client:
             for _ in range(2):  # one client hanging up, then another open at stop()
-                with client.stream("POST", "/api/v1/transactions",
-                                   json={**keys, "amountMicros": 1}) as response:
+                with client.stream(
+                    "POST", "/api/v1/transactions", json={**keys, "amountMicros": 1}
+                ) as response:
                     assert response.status_code == 200
                     received = b""
                     for chunk in response.iter_bytes():
@@ -93,8 +97,7 @@ def test_endless_body_trickles_until_the_client_leaves() -> None:
                             break
                     assert received.startswith(b'{"padding":"x')
             # A third stream is left open: stop() must still return.
-            stream = client.stream("POST", "/api/v1/transactions",
-                                   json={**keys, "amountMicros": 1})
+            stream = client.stream("POST", "/api/v1/transactions", json={**keys, "amountMicros": 1})
             response = stream.__enter__()
             assert response.status_code == 200
             stopper = threading.Thread(target=emu.stop)
@@ -114,8 +117,9 @@ def test_faults_follow_count_and_path(
     emu.set_faults(error="server_error", path="/api/v1/charges", count=2)
     assert pay(client, keys).status_code == 201  # another path: untouched, not counted
     for _ in range(2):
-        response = client.post("/api/v1/charges", json={**keys, "currency": "usd",
-                                                         "amountMicros": 1})
+        response = client.post(
+            "/api/v1/charges", json={**keys, "currency": "usd", "amountMicros": 1}
+        )
         assert_problem(response, 500, "server_error")
     ok = client.post("/api/v1/charges", json={**keys, "currency": "usd", "amountMicros": 1})
     assert ok.status_code == 201

@@ -18,8 +18,11 @@ def test_health(client: httpx.Client) -> None:
 def test_dashboard_lists_charges_and_revokes(
     client: httpx.Client, emu: Emulator, customer: Customer, keys: dict[str, str]
 ) -> None:
-    client.post("/api/v1/transactions", json={**keys, "amountMicros": 3000},
-                headers={"Idempotency-Key": "key-abc"})
+    client.post(
+        "/api/v1/transactions",
+        json={**keys, "amountMicros": 3000},
+        headers={"Idempotency-Key": "key-abc"},
+    )
     client.post("/api/v1/charges", json={**keys, "currency": "usd", "amountMicros": 250_000})
     page = client.get("/customer/dashboard", params={"customer_id": customer.id})
     assert page.status_code == 200
@@ -34,8 +37,9 @@ def test_dashboard_lists_charges_and_revokes(
     button = f'id="revoke-{emu.publishable_key}"'
     assert button in text
 
-    response = client.post("/customer/revoke",
-                           data={"customer_id": customer.id, "merchant": emu.publishable_key})
+    response = client.post(
+        "/customer/revoke", data={"customer_id": customer.id, "merchant": emu.publishable_key}
+    )
     assert response.status_code == 303
     assert response.headers["location"] == f"/customer/dashboard?customer_id={customer.id}"
     assert button not in client.get(response.headers["location"]).text
@@ -45,15 +49,18 @@ def test_dashboard_lists_charges_and_revokes(
 
 def test_dashboard_uses_the_cookie_set_by_sign_in(client: httpx.Client, emu: Emulator) -> None:
     customer = emu.create_customer(first_name="Cookie", last_name="Monster")
-    form = {"publishable_key": emu.publishable_key, "redirect_uri": "http://localhost:1/cb",
-            "response_type": "code", "customer_id": customer.id, "decision": "allow"}
+    form = {
+        "publishable_key": emu.publishable_key,
+        "redirect_uri": "http://localhost:1/cb",
+        "response_type": "code",
+        "customer_id": customer.id,
+        "decision": "allow",
+    }
     assert client.post("/customer/authorize", data=form).status_code == 303
     assert "Cookie Monster" in client.get("/customer/dashboard").text
 
 
-def test_dashboard_without_a_customer_lists_them(
-    client: httpx.Client, customer: Customer
-) -> None:
+def test_dashboard_without_a_customer_lists_them(client: httpx.Client, customer: Customer) -> None:
     response = client.get("/customer/dashboard")
     assert response.status_code == 200
     assert customer.id in response.text
@@ -90,22 +97,38 @@ def test_admin_api_is_off_by_default(method: str, path: str) -> None:
 
 
 def test_admin_customers_codes_ledger(client: httpx.Client, emu: Emulator) -> None:
-    response = client.post("/_emulator/customers",
-                           json={"first_name": "Alan", "last_name": "Turing",
-                                 "email": "alan@example.com", "limit_micros": 5000})
+    response = client.post(
+        "/_emulator/customers",
+        json={
+            "first_name": "Alan",
+            "last_name": "Turing",
+            "email": "alan@example.com",
+            "limit_micros": 5000,
+        },
+    )
     assert response.status_code == 201
     created = response.json()
     assert created["limit_micros"] == 5000
     assert created["live"] is False
     code = client.post("/_emulator/codes", json={"customer_id": created["id"]}).json()["code"]
-    token = client.post("/api/v1/oauth/tokens", json={
-        "grantType": "authorization_code", "publishableKey": emu.publishable_key,
-        "secretKey": emu.secret_key, "authorizationCode": code,
-    }).json()["accessToken"]
-    client.post("/api/v1/transactions", json={
-        "publishableKey": emu.publishable_key, "secretKey": emu.secret_key,
-        "accessToken": token, "amountMicros": 42,
-    })
+    token = client.post(
+        "/api/v1/oauth/tokens",
+        json={
+            "grantType": "authorization_code",
+            "publishableKey": emu.publishable_key,
+            "secretKey": emu.secret_key,
+            "authorizationCode": code,
+        },
+    ).json()["accessToken"]
+    client.post(
+        "/api/v1/transactions",
+        json={
+            "publishableKey": emu.publishable_key,
+            "secretKey": emu.secret_key,
+            "accessToken": token,
+            "amountMicros": 42,
+        },
+    )
     ledger = client.get("/_emulator/ledger", params={"customer_id": created["id"]}).json()
     assert [(r["kind"], r["captured_micros"]) for r in ledger] == [("transaction", 42)]
     assert client.post("/_emulator/revoke", json={"customer_id": created["id"]}).json() == {
@@ -114,12 +137,14 @@ def test_admin_customers_codes_ledger(client: httpx.Client, emu: Emulator) -> No
 
 
 def test_admin_rejects_bad_input(client: httpx.Client) -> None:
-    assert_problem(client.post("/_emulator/customers", json={"limit_micros": "1"}), 422,
-                   "validation_error")
-    assert_problem(client.post("/_emulator/faults", json={"drop": "sideways"}), 422,
-                   "validation_error")
-    assert_problem(client.post("/_emulator/faults", json={"nonsense": 1}), 422,
-                   "validation_error")
-    assert_problem(client.post("/_emulator/codes", json={"customer_id": "cus_nope"}), 422,
-                   "validation_error")
+    assert_problem(
+        client.post("/_emulator/customers", json={"limit_micros": "1"}), 422, "validation_error"
+    )
+    assert_problem(
+        client.post("/_emulator/faults", json={"drop": "sideways"}), 422, "validation_error"
+    )
+    assert_problem(client.post("/_emulator/faults", json={"nonsense": 1}), 422, "validation_error")
+    assert_problem(
+        client.post("/_emulator/codes", json={"customer_id": "cus_nope"}), 422, "validation_error"
+    )
     assert_problem(client.post("/_emulator/faults", content=b"{"), 400, "invalid_request")

@@ -100,8 +100,9 @@ def test_tokens_of_a_revoked_grant_and_a_new_sign_in(
     assert_problem(response, 403, "authorization_revoked")
     # Signing in again gives a working token.
     fresh = exchange(client, emu, emu.issue_code(customer.id)).json()["accessToken"]
-    response = client.post("/api/v1/transactions", json={**keys, "accessToken": fresh,
-                                                          "amountMicros": 1})
+    response = client.post(
+        "/api/v1/transactions", json={**keys, "accessToken": fresh, "amountMicros": 1}
+    )
     assert response.status_code == 201
 
 
@@ -157,9 +158,15 @@ def test_allow_creates_a_new_customer(client: httpx.Client, emu: Emulator) -> No
 def test_allow_with_bad_new_customer_rerenders_the_form(
     client: httpx.Client, emu: Emulator
 ) -> None:
-    form = {**authorize_params(emu), "customer_id": "new", "new_first_name": "A",
-            "new_last_name": "B", "new_email": "a@example.com", "new_limit_usd": "0.0000001",
-            "decision": "allow"}
+    form = {
+        **authorize_params(emu),
+        "customer_id": "new",
+        "new_first_name": "A",
+        "new_last_name": "B",
+        "new_email": "a@example.com",
+        "new_limit_usd": "0.0000001",
+        "decision": "allow",
+    }
     response = client.post("/customer/authorize", data=form)
     assert response.status_code == 400
     assert 'id="allow"' in response.text
@@ -221,9 +228,10 @@ def test_bad_sign_in_requests_get_an_error_page(
 
 def test_registered_redirect_uris_are_matched_exactly() -> None:
     registered = "https://app.example/smalltransfers/callback"
-    with Emulator(port=0, redirect_uris=[registered]) as emu, httpx.Client(
-        base_url=emu.url
-    ) as client:
+    with (
+        Emulator(port=0, redirect_uris=[registered]) as emu,
+        httpx.Client(base_url=emu.url) as client,
+    ):
         params = authorize_params(emu, redirect_uri=registered)
         assert client.get("/customer/authorize", params=params).status_code == 200
         for uri in (REDIRECT_URI, registered + "/", registered + "?x=1"):
