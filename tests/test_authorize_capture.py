@@ -132,46 +132,51 @@ def test_an_app_that_raises_captures_nothing(st_emulator: Emulator, st_customer:
     assert events[-1].code == "app_failed"
 
 
+def call_raw(app: SmallTransfersWSGI, emu: Emulator, customer: Any) -> Any:
+    """Call the middleware as a WSGI server would, leaving iteration and close() to the test."""
+    with signed_in_client(app, emu, customer) as client:
+        cookie = client.cookies["st_session"]
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/ai",
+        "HTTP_HOST": "localhost",
+        "HTTP_COOKIE": f"st_session={cookie}",
+        "wsgi.url_scheme": "http",
+    }
+    return app(environ, lambda status, headers, exc_info=None: None)
+
+
 def test_the_capture_happens_in_close_after_the_last_chunk(
     st_emulator: Emulator, st_customer: Any
 ) -> None:
-    app = wsgi(st_emulator)
-    with signed_in_client(app, st_emulator, st_customer) as client:
-        cookie = client.cookies["st_session"]
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/ai",
-        "HTTP_HOST": "localhost",
-        "HTTP_COOKIE": f"st_session={cookie}",
-        "wsgi.url_scheme": "http",
-    }
-    body = app(environ, lambda status, headers, exc_info=None: None)
-    chunks = list(body)
-    assert chunks == [b"chunk1 ", b"chunk2 ", b"chunk3 "]
+    body = call_raw(wsgi(st_emulator), st_emulator, st_customer)
+    assert list(body) == [b"chunk1 ", b"chunk2 ", b"chunk3 "]
     assert only_row(st_emulator, st_customer).state == "authorized"  # not yet
-    body.close()  # type: ignore[attr-defined]
+    body.close()
     assert only_row(st_emulator, st_customer).captured_micros == 3000
 
 
-def test_a_server_closing_before_the_first_chunk_still_settles(
+def test_a_server_closing_before_the_first_chunk_still_captures(
     st_emulator: Emulator, st_customer: Any
 ) -> None:
     """A generator's finally would not run here; the body wrapper's close() does."""
-    app = wsgi(st_emulator)
-    with signed_in_client(app, st_emulator, st_customer) as client:
-        cookie = client.cookies["st_session"]
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/ai",
-        "HTTP_HOST": "localhost",
-        "HTTP_COOKIE": f"st_session={cookie}",
-        "wsgi.url_scheme": "http",
-    }
-    body = app(environ, lambda status, headers, exc_info=None: None)
-    body.close()  # type: ignore[attr-defined]
-    row = only_row(st_emulator, st_customer)
-    # The app never started its response: nothing is owed, and the row says so.
-    assert row.state == "authorized"
+
+    def eager(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["smalltransfers.charge"].capture_micros = 400
+        start_response("200 OK", [])
+        return [b"done"]
+
+    body = call_raw(wsgi(st_emulator, eager), st_emulator, st_customer)
+    body.close()  # the visitor left before the first byte was written
+    assert only_row(st_emulator, st_customer).captured_micros == 400
+
+
+def test_a_lazy_app_closed_before_it_started_owes_nothing(
+    st_emulator: Emulator, st_customer: Any
+) -> None:
+    body = call_raw(wsgi(st_emulator), st_emulator, st_customer)
+    body.close()  # the generator never ran, so no response was ever started
+    assert only_row(st_emulator, st_customer).state == "authorized"
 
 
 def test_a_failed_capture_is_logged_and_reported_never_raised(
