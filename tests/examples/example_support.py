@@ -1,4 +1,4 @@
-"""What every example test shares: visitors, the sign-in round trip, real servers.
+"""What every example test shares: visitors, the sign-in round trip, real servers, the tests.
 
 A *visitor* is a cookie-keeping client that never follows redirects, over a
 framework's own test client or over HTTP to a real server. Paths given to a
@@ -20,16 +20,18 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from html import unescape
 from pathlib import Path
-from typing import Any, Protocol
+from types import ModuleType
+from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import pytest
 import webtest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -112,6 +114,15 @@ class WebtestVisitor:
 
     def post(self, path: str) -> Page:
         return self._page(self.app.post(path, headers={"Accept": HTML}, expect_errors=True))
+
+
+@contextmanager
+def webtest_client(middleware: Any) -> Iterator[WebtestVisitor]:
+    """A visitor over a WSGI app wrapped by ``SmallTransfersWSGI``; its pool closed after."""
+    try:
+        yield WebtestVisitor(middleware)
+    finally:
+        middleware.close()  # the middleware's pooled connections to Small Transfers
 
 
 @contextmanager
@@ -426,3 +437,60 @@ def _stop(process: subprocess.Popen[Any]) -> None:
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+# -- the tests every example gets ---------------------------------------------------------
+
+
+class ExampleTests:
+    """The tests every example gets; a test module subclasses it as ``Test…``.
+
+    - in process: the whole visit through ``in_process`` (a framework's own test
+      client, or webtest / httpx's ASGI transport) over the entry point;
+    - under the server the example's docstring documents, at the root and
+      mounted at ``/app``: the whole visit, and a visitor who denies.
+    """
+
+    #: The file whose docstring documents the command that serves the example.
+    example: ClassVar[str]
+    #: The entry point to import (default: ``example`` itself) and its app attribute.
+    module: ClassVar[str | None] = None
+    app: ClassVar[str] = "app"
+    #: Which of the documented commands runs the entry point under a real server.
+    which: ClassVar[int] = 0
+    paid_path: ClassVar[str] = "/paid"
+    #: A visitor over the app, in process, its resources released on exit.
+    in_process: Callable[[Any], AbstractContextManager[Visitor]]
+
+    def test_a_visitor_signs_in_pays_once_for_the_article_and_sees_their_name(
+        self, load_example: Callable[[str], ModuleType], emu: Emulator
+    ) -> None:
+        module = self.module or self.example.removesuffix(".py").replace("/", ".")
+        with self.in_process(getattr(load_example(module), self.app)) as visitor:
+            visitor_pays_once_sees_their_name_and_signs_out(visitor, emu, self.paid_path)
+
+    @pytest.fixture(scope="class", params=["", "/app"], ids=["at-root", "mounted-at-app"])
+    @classmethod
+    def server(
+        cls,
+        request: pytest.FixtureRequest,
+        emu: Emulator,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[Server]:
+        """The documented command, on port 0, at / or at /app (uvicorn: behind a proxy)."""
+        launch = documented_launch(cls.example, request.param, cls.which)
+        log = tmp_path_factory.mktemp(Path(launch.command[0]).name) / "server.log"
+        with serve(launch, emu, log) as running:
+            yield running
+
+    def test_under_its_server_the_round_trip_keeps_the_mount_prefix_and_charges_once(
+        self, server: Server, emu: Emulator
+    ) -> None:
+        with server.visitor() as visitor:
+            visitor_pays_once_sees_their_name_and_signs_out(visitor, emu, self.paid_path)
+
+    def test_under_its_server_a_visitor_who_denies_comes_back_to_the_page_signed_out(
+        self, server: Server, emu: Emulator
+    ) -> None:
+        with server.visitor() as visitor:
+            visitor_who_denies_returns_to_the_page_signed_out(visitor, emu, self.paid_path)

@@ -371,16 +371,43 @@ def wire_query(text: str) -> str:
 # -- drivers -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Req:
+    """One request as a test asks for it; each driver turns it into WSGI or ASGI."""
+
+    method: str
+    path: str
+    query: str
+    cookie: str | None
+    headers: dict[str, str]
+    host: str
+    scheme: str
+    client: str
+    accept: str
+
+
 class Driver:
     """One wrapped app and a synchronous way to send it any request."""
 
     kind: str
     mw: Any
 
-    def __init__(self, log: AppLog, sends: SendLog) -> None:
-        self.log = log
-        self.sends = sends
+    def __init__(
+        self,
+        emu: Any,
+        log: AppLog | None,
+        options: dict[str, Any],
+        wrap: Callable[..., Any],
+        recording_app: Callable[[AppLog], Any],
+        counting_transport: Callable[[SendLog], Any],
+    ) -> None:
+        """``mw``: ``wrap`` (the adapter) around ``recording_app``, pointed at ``emu``,
+        sending through ``counting_transport`` unless ``options`` name a transport."""
+        self.log = log or AppLog()
+        self.sends = SendLog()
         self._pool = ThreadPoolExecutor(max_workers=4)
+        options.setdefault("transport", counting_transport(self.sends))
+        self.mw = wrap(recording_app(self.log), **emulator_keywords(emu, **options))
 
     def request(
         self,
@@ -396,7 +423,9 @@ class Driver:
         accept: str = JSON_ACCEPT,
     ) -> Resp:
         start = time.monotonic()
-        resp = self._send(method, path, query, cookie, headers or {}, host, scheme, client, accept)
+        resp = self._send(
+            Req(method, path, query, cookie, headers or {}, host, scheme, client, accept)
+        )
         resp.elapsed = time.monotonic() - start
         return resp
 
@@ -410,18 +439,7 @@ class Driver:
     def _threaded(self, method: str, path: str, query: str, kw: dict[str, Any]) -> Resp:
         return self.request(method, path, query, **kw)
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        cookie: str | None,
-        headers: dict[str, str],
-        host: str,
-        scheme: str,
-        client: str,
-        accept: str,
-    ) -> Resp:
+    def _send(self, req: Req) -> Resp:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -434,42 +452,32 @@ class WSGIDriver(Driver):
     kind = "wsgi"
 
     def __init__(self, emu: Any, log: AppLog | None = None, **options: Any) -> None:
-        log = log or AppLog()
-        super().__init__(log, SendLog())
-        options.setdefault("transport", CountingTransport(self.sends))
-        self.mw = SmallTransfersWSGI(recording_wsgi_app(log), **emulator_keywords(emu, **options))
+        super().__init__(
+            emu, log, options, SmallTransfersWSGI, recording_wsgi_app, CountingTransport
+        )
         self.app = webtest.TestApp(self.mw, lint=True)
         self._lock = threading.Lock()
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        cookie: str | None,
-        headers: dict[str, str],
-        host: str,
-        scheme: str,
-        client: str,
-        accept: str,
-    ) -> Resp:
+    def _send(self, req: Req) -> Resp:
         environ: dict[str, Any] = {
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "HTTP_HOST": host,
-            "HTTP_ACCEPT": accept,
-            "REMOTE_ADDR": client,
-            "wsgi.url_scheme": scheme,
+            "PATH_INFO": req.path,
+            "QUERY_STRING": req.query,
+            "HTTP_HOST": req.host,
+            "HTTP_ACCEPT": req.accept,
+            "REMOTE_ADDR": req.client,
+            "wsgi.url_scheme": req.scheme,
             "SERVER_NAME": "localhost",
-            "SERVER_PORT": "443" if scheme == "https" else "80",
+            "SERVER_PORT": "443" if req.scheme == "https" else "80",
         }
-        if scheme == "https":
+        if req.scheme == "https":
             environ["HTTPS"] = "on"
-        if cookie is not None:
-            environ["HTTP_COOKIE"] = cookie
-        for name, value in headers.items():
+        if req.cookie is not None:
+            environ["HTTP_COOKIE"] = req.cookie
+        for name, value in req.headers.items():
             environ["HTTP_" + name.upper().replace("-", "_")] = value
-        res = self.app.request("/", method=method, environ=environ, status="*", expect_errors=True)
+        res = self.app.request(
+            "/", method=req.method, environ=environ, status="*", expect_errors=True
+        )
         # The cookies are the test's business: webtest's own jar must stay empty.
         self.app.cookiejar.clear()
         return Resp(res.status_int, list(res.headerlist), res.body)
@@ -485,10 +493,9 @@ class ASGIDriver(Driver):
     kind = "asgi"
 
     def __init__(self, emu: Any, log: AppLog | None = None, **options: Any) -> None:
-        log = log or AppLog()
-        super().__init__(log, SendLog())
-        options.setdefault("transport", AsyncCountingTransport(self.sends))
-        self.mw = SmallTransfersASGI(recording_asgi_app(log), **emulator_keywords(emu, **options))
+        super().__init__(
+            emu, log, options, SmallTransfersASGI, recording_asgi_app, AsyncCountingTransport
+        )
         self.loop = asyncio.new_event_loop()
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._loop_lock = threading.Lock()
@@ -501,64 +508,29 @@ class ASGIDriver(Driver):
         return client
 
     @staticmethod
-    def _build(
-        client: httpx.AsyncClient,
-        method: str,
-        path: str,
-        query: str,
-        cookie: str | None,
-        headers: dict[str, str],
-        host: str,
-        scheme: str,
-        accept: str,
-    ) -> httpx.Request:
-        url = httpx.URL(scheme=scheme, host="localhost", path=path, query=query.encode("ascii"))
+    def _build(client: httpx.AsyncClient, req: Req) -> httpx.Request:
+        query = req.query.encode("ascii")
+        url = httpx.URL(scheme=req.scheme, host="localhost", path=req.path, query=query)
         raw: list[tuple[str, bytes]] = [
-            ("Host", host.encode("latin-1")),
-            ("Accept", accept.encode("latin-1")),
+            ("Host", req.host.encode("latin-1")),
+            ("Accept", req.accept.encode("latin-1")),
         ]
-        if cookie is not None:
-            raw.append(("Cookie", cookie.encode("latin-1")))
-        raw.extend((k, v.encode("latin-1")) for k, v in headers.items())
-        return client.build_request(method, url, headers=raw)
+        if req.cookie is not None:
+            raw.append(("Cookie", req.cookie.encode("latin-1")))
+        raw.extend((k, v.encode("latin-1")) for k, v in req.headers.items())
+        return client.build_request(req.method, url, headers=raw)
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        cookie: str | None,
-        headers: dict[str, str],
-        host: str,
-        scheme: str,
-        client: str,
-        accept: str,
-    ) -> Resp:
+    def _send(self, req: Req) -> Resp:
         if threading.current_thread() is not threading.main_thread():
-            return asyncio.run(
-                self._one_off(method, path, query, cookie, headers, host, scheme, client, accept)
-            )
-        http = self._client(client)
-        request = self._build(http, method, path, query, cookie, headers, host, scheme, accept)
-        response = self.loop.run_until_complete(http.send(request))
+            return asyncio.run(self._one_off(req))
+        http = self._client(req.client)
+        response = self.loop.run_until_complete(http.send(self._build(http, req)))
         return Resp(response.status_code, list(response.headers.multi_items()), response.content)
 
-    async def _one_off(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        cookie: str | None,
-        headers: dict[str, str],
-        host: str,
-        scheme: str,
-        client: str,
-        accept: str,
-    ) -> Resp:
-        transport = httpx.ASGITransport(app=self.mw, client=(client, 50124))
+    async def _one_off(self, req: Req) -> Resp:
+        transport = httpx.ASGITransport(app=self.mw, client=(req.client, 50124))
         async with httpx.AsyncClient(transport=transport) as http:
-            request = self._build(http, method, path, query, cookie, headers, host, scheme, accept)
-            response = await http.send(request)
+            response = await http.send(self._build(http, req))
         await self.mw.aclose()  # this loop's pooled client
         return Resp(response.status_code, list(response.headers.multi_items()), response.content)
 
