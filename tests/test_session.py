@@ -268,3 +268,22 @@ def test_a_failing_reject_hook_fails_closed() -> None:
 
     cookies = make_cookies(reject_session=reject)
     assert cookies.read_session(request(sealed(cookies, request()))).session is None
+
+
+def test_a_cookie_opened_before_still_expires_on_time() -> None:
+    cookies = make_cookies(session_max_age=100)
+    issued = int(time.time())
+    req = request(sealed(cookies, request(), Session("tok", ADA, issued)))
+    assert cookies.read_session(req, now=issued + 10).session is not None  # now cached
+    assert cookies.read_session(req, now=issued + 50).session is not None
+    assert cookies.read_session(req, now=issued + 101).session is None
+
+
+def test_the_opened_cookie_cache_stays_bounded() -> None:
+    from st_middleware.session import _OPENED_CACHE_SIZE
+
+    cookies = make_cookies()
+    for n in range(_OPENED_CACHE_SIZE + 50):
+        session = Session(f"tok{n}", ADA, int(time.time()))
+        assert cookies.read_session(request(sealed(cookies, request(), session))).session
+    assert len(cookies._opened) == _OPENED_CACHE_SIZE

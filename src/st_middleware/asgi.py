@@ -46,6 +46,9 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def aclose(self) -> None:
         """Close this event loop's pooled connections to Small Transfers."""
@@ -62,13 +65,20 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
                 receive = self._lifespan_receive(receive)
             await self.app(scope, receive, send)
             return
+        if not scope.get("root_path") and self._core.plainly_free(
+            scope.get("method", "GET"), scope["path"] or "/", _cookie_header(scope)
+        ):
+            scope["smalltransfers.customer"] = None
+            scope["smalltransfers.charge"] = None
+            await self.app(scope, receive, send)
+            return
         request = self._request(scope)
         core = self._core
         step = core.begin(request)
         if isinstance(step, NeedsPrice):
             try:
                 raw: object = step.price_of(request)
-                if inspect.isawaitable(raw):
+                if raw is not None and type(raw) is not int and inspect.isawaitable(raw):
                     raw = await raw
             except Exception as exc:
                 raw = exc
@@ -198,16 +208,37 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             result: T = stop.value
             return result
 
+    def _gate(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            # Waiting here is O(1); waiting in httpcore's pool queue costs
+            # O(waiting requests) of bookkeeping for every request.
+            gate = self._gates[loop] = asyncio.Semaphore(self.settings.max_connections)
+        return gate
+
     async def _send(self, client: httpx.AsyncClient, request: httpx.Request) -> api.Reply:
-        response = await client.send(request, stream=True)
+        gate = self._gate()
+        if gate.locked():
+            try:
+                await asyncio.wait_for(gate.acquire(), self.settings.timeout)
+            except asyncio.TimeoutError:
+                # Nothing was sent: the flow may retry, like httpx's own pool timeout.
+                raise httpx.PoolTimeout("no connection to Small Transfers was free") from None
+        else:
+            await gate.acquire()
         try:
-            collector = api.BodyCollector(self.settings.timeout)
-            async for chunk in response.aiter_bytes():
-                if not collector.feed(chunk):
-                    break
-            return collector.reply(response.status_code)
+            response = await client.send(request, stream=True)
+            try:
+                collector = api.BodyCollector(self.settings.timeout)
+                async for chunk in response.aiter_bytes():
+                    if not collector.feed(chunk):
+                        break
+                return collector.reply(response.status_code)
+            finally:
+                await response.aclose()
         finally:
-            await response.aclose()
+            gate.release()
 
 
 async def _respond(answer: Answer, send: Send) -> None:
@@ -222,6 +253,12 @@ async def _respond(answer: Answer, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": answer.body})
+
+
+def _cookie_header(scope: Scope) -> str:
+    """Every ``Cookie`` line of the request, joined (HTTP/2 may send several)."""
+    found = [value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie"]
+    return "; ".join(found)
 
 
 def _joined(previous: str | None, value: bytes) -> str:

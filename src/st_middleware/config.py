@@ -62,7 +62,7 @@ class Settings:
     scope: str = "add-charge"
     trusted_proxies: frozenset[str] = frozenset()
     retry_after: int = 5
-    max_connections: int = 8
+    max_connections: int = 4
     failure_status: Callable[[int], bool] = _default_failure
     on_charge: ChargeHook | None = None
     on_charge_failed: ChargeHook | None = None

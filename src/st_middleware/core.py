@@ -100,12 +100,38 @@ class _CapturePlan:
 class Core:
     """Every decision of one middleware instance (sans-IO, shared by both adapters)."""
 
-    __slots__ = ("cookies", "routes", "settings")
+    __slots__ = ("_quick_price", "_route_paths", "cookies", "routes", "settings")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cookies = Cookies(settings)
         self.routes = Routes(settings)
+        self._route_paths = frozenset(
+            (settings.sign_in_path, settings.callback_path, settings.sign_out_path)
+        )
+        # Only rule tables can be asked about a bare (method, path); a callable
+        # may look at anything, so it always gets the full request.
+        rule = settings.price_of
+        self._quick_price = None if rule is None else rule.price_for_path
+
+    # -- 0. the free, anonymous fast path ------------------------------------------
+
+    def plainly_free(self, method: str, path: str, cookie: str) -> bool:
+        """Whether a request is free and anonymous, decided from three strings.
+
+        True means: not one of our routes, no session cookie at all (so no
+        cookie work either), and a rule table that prices it at nothing. The
+        adapter may then run the app at once with no customer and no charge,
+        which is exactly what :meth:`begin` would decide, minus building a
+        :class:`Request`. False means: take the full path.
+        """
+        if self.settings.cookie_name in cookie or path in self._route_paths:
+            return False
+        rule = self.settings.price_of
+        if rule is None:
+            return True
+        quick = self._quick_price
+        return quick is not None and quick(method, path) is None
 
     # -- 1. route and session ------------------------------------------------
 

@@ -35,12 +35,16 @@ RawPrice = int | Price | None
 class PriceRule:
     """A compiled pricing: call it with a request description to get a raw price."""
 
-    __slots__ = ("_call", "is_async")
+    __slots__ = ("_call", "is_async", "price_for_path")
 
     def __init__(self, call: Callable[[Request], Any], is_async: bool) -> None:
         self._call = call
         #: True when the call returns an awaitable (ASGI only).
         self.is_async = is_async
+        #: ``(method, path) -> Price | None`` for rule tables; ``None`` for callables.
+        self.price_for_path: Callable[[str, str], Price | None] | None = (
+            call.price_for if isinstance(call, _MappingPrices) else None
+        )
 
     def __call__(self, request: Request) -> RawPrice | Awaitable[RawPrice]:
         result: RawPrice | Awaitable[RawPrice] = self._call(request)
@@ -82,7 +86,9 @@ class _MappingPrices:
         self._wildcards = [(method, prefix, price) for _, _, method, prefix, price in wildcards]
 
     def __call__(self, request: Request) -> Price | None:
-        path, method = request.path, request.method
+        return self.price_for(request.method, request.path)
+
+    def price_for(self, method: str, path: str) -> Price | None:
         if method == "OPTIONS":
             # CORS preflights never carry cookies: pricing them would break CORS.
             # Only a rule that names OPTIONS applies.

@@ -65,12 +65,12 @@ class Request:
         self.client = client
         self.customer: Customer | None = None
         # Most requests never look at every header: build them on demand.
-        if headers is None or isinstance(headers, Mapping):
-            self._headers: Mapping[str, str] | None = headers or {}
-            self._headers_factory: Callable[[], Mapping[str, str]] | None = None
+        if callable(headers) and not isinstance(headers, Mapping):
+            self._headers: Mapping[str, str] | None = None
+            self._headers_factory: Callable[[], Mapping[str, str]] | None = headers
         else:
-            self._headers = None
-            self._headers_factory = headers
+            self._headers = headers or {}
+            self._headers_factory = None
 
     @property
     def headers(self) -> Mapping[str, str]:

@@ -25,6 +25,7 @@ Rules kept here, and only here:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import re
@@ -55,6 +56,7 @@ _SLIM_TEXT = 64
 _SLIM_EMAIL = 254
 _FORMAT_VERSION = 1
 _CLOCK_SKEW = 60
+_OPENED_CACHE_SIZE = 4096
 # Fernet tokens are urlsafe base64; its decoder silently skips other bytes,
 # so anything outside the alphabet is refused before decrypting.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-]{40,4000}={0,2}")
@@ -156,7 +158,7 @@ _NO_SESSION = SessionRead()
 class Cookies:
     """Reads and writes the session and state cookies for one middleware instance."""
 
-    __slots__ = ("_max_age", "_names", "_session", "_settings", "_state")
+    __slots__ = ("_max_age", "_names", "_opened", "_session", "_settings", "_state")
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -164,6 +166,8 @@ class Cookies:
         generation = settings.session_generation
         self._session = Sealer(settings.session_secrets, "session", generation)
         self._state = Sealer(settings.session_secrets, "sign-in-state", generation)
+        #: Session cookies already opened (value -> session, sealed by an older secret).
+        self._opened: dict[str, tuple[Session, bool]] = {}
         self._names = {
             (base, secure): (f"__Host-{base}" if secure else base)
             for base in (settings.cookie_name, settings.state_cookie_name)
@@ -186,6 +190,8 @@ class Cookies:
 
     def read_session(self, request: Request, now: int | None = None) -> SessionRead:
         """The session of this request, with the cookie work its answer needs."""
+        if self._settings.cookie_name not in request.cookie:
+            return _NO_SESSION  # both names (with or without __Host-) contain it
         name, secure = self._name(self._settings.cookie_name, request)
         values = cookie_values(request.cookie, name)
         if not values:
@@ -193,16 +199,37 @@ class Cookies:
         if len(set(values)) > 1:
             return SessionRead(None, [_render(name, "", 0, secure)])
         now = int(time.time()) if now is None else now
-        opened = self._session.open(values[0], self._max_age, now)
-        session = _session_from(opened)
+        session, stale = self._open_session(values[0], now)
         reject = self._settings.reject_session
         if session is None or (reject is not None and _rejected(reject, session)):
             return SessionRead(None, [_render(name, "", 0, secure)])
-        assert opened is not None
-        if opened[2]:
+        if stale:
             # Opened by a retired secret: re-seal under the current one, same iat.
             return SessionRead(session, [self._render_session(session, name, secure, now)])
         return SessionRead(session)
+
+    def _open_session(self, value: str, now: int) -> tuple[Session | None, bool]:
+        """``(session, sealed_by_an_older_secret)``; recently opened cookies come from a cache.
+
+        A hit is the very bytes Fernet authenticated before, so only the clock
+        can change the answer: the absolute lifetime is checked again. The
+        cache is bounded (oldest out first), so memory stays flat.
+        """
+        cached = self._opened.get(value)
+        if cached is not None and now - self._max_age < cached[0].issued_at <= now + _CLOCK_SKEW:
+            return cached
+        opened = self._session.open(value, self._max_age, now)
+        session = _session_from(opened)
+        if session is None:
+            return None, False
+        stale = opened is not None and opened[2]
+        cache = self._opened
+        if len(cache) >= _OPENED_CACHE_SIZE:
+            # Threads may race to evict the same entry: losing that race is harmless.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del cache[next(iter(cache))]
+        cache[value] = (session, stale)
+        return session, stale
 
     def set_session(self, request: Request, session: Session) -> str:
         """The Set-Cookie value that stores ``session``."""

@@ -54,6 +54,13 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
     # -- the request --------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path.isascii() and self._core.plainly_free(
+            environ.get("REQUEST_METHOD", "GET"), path, environ.get("HTTP_COOKIE", "")
+        ):
+            environ["smalltransfers.customer"] = None
+            environ["smalltransfers.charge"] = None
+            return self.app(environ, start_response)
         request = self._request(environ)
         core = self._core
         step = core.begin(request)

@@ -662,6 +662,45 @@ class UvicornThread:
         assert not self._thread.is_alive(), "uvicorn did not stop"
 
 
+class ThreadedWSGIThread:
+    """The standard library's threaded WSGI server (a thread per connection) on 127.0.0.1.
+
+    Used by the load test: waitress serving in the same process as the load
+    generator and the emulator showed erratic 5-20x slowdowns at 8+ concurrent
+    connections even around a bare app (its poll loop and the client share one
+    GIL), which made the ledger check a test of waitress, not of the middleware.
+    """
+
+    def __init__(self, app: Any) -> None:
+        from socketserver import ThreadingMixIn
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+            request_queue_size = 1024
+
+        class Handler(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = make_server("127.0.0.1", 0, app, server_class=Server, handler_class=Handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self) -> ThreadedWSGIThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(20)
+        assert not self._thread.is_alive(), "the WSGI server did not stop"
+
+
 class WaitressThread:
     """waitress (several worker threads) serving ``app`` on 127.0.0.1 in a thread."""
 
@@ -670,7 +709,7 @@ class WaitressThread:
 
         options: dict[str, Any] = {
             "threads": threads,
-            "connection_limit": 256,
+            "connection_limit": 1024,
             "backlog": 1024,
             "channel_timeout": 30,
             "asyncore_loop_timeout": 0.2,
