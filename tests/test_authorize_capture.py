@@ -337,12 +337,8 @@ async def test_asgi_streams_chunk_by_chunk_and_captures_after_the_last(
     assert only_row(st_emulator, st_customer).captured_micros == 3000
 
 
-@pytest.mark.anyio
-async def test_asgi_hang_up_the_app_lets_through_captures_nothing(
-    st_emulator: Emulator, st_customer: Any
-) -> None:
-    app = asgi(st_emulator)
-    cookie = await _signed_in_cookie(app, st_emulator, st_customer)
+def hangs_up_at_second_body() -> Any:
+    """An ASGI ``send`` whose visitor goes away when the second body chunk is sent."""
     bodies = 0
 
     async def send(message: dict[str, Any]) -> None:
@@ -352,6 +348,16 @@ async def test_asgi_hang_up_the_app_lets_through_captures_nothing(
             if bodies == 2:
                 raise ConnectionResetError("visitor went away")
 
+    return send
+
+
+@pytest.mark.anyio
+async def test_asgi_hang_up_the_app_lets_through_captures_nothing(
+    st_emulator: Emulator, st_customer: Any
+) -> None:
+    app = asgi(st_emulator)
+    cookie = await _signed_in_cookie(app, st_emulator, st_customer)
+    send = hangs_up_at_second_body()
     with pytest.raises(ConnectionResetError):
         await app(_scope(cookie), _receive, send)
     assert only_row(st_emulator, st_customer).state == "authorized"
@@ -381,14 +387,6 @@ async def test_asgi_app_that_ends_cleanly_after_a_hang_up_captures_what_it_set(
         charge_mode="authorize-capture",
     )
     cookie = await _signed_in_cookie(app, st_emulator, st_customer)
-    bodies = 0
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal bodies
-        if message["type"] == "http.response.body":
-            bodies += 1
-            if bodies == 2:
-                raise ConnectionResetError("visitor went away")
-
+    send = hangs_up_at_second_body()
     await app(_scope(cookie), _receive, send)
     assert only_row(st_emulator, st_customer).captured_micros == 2000
