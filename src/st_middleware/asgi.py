@@ -65,14 +65,15 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
                 receive = self._lifespan_receive(receive)
             await self.app(scope, receive, send)
             return
+        cookie = _cookie_header(scope)
         if not scope.get("root_path") and self._core.plainly_free(
-            scope.get("method", "GET"), scope["path"] or "/", _cookie_header(scope)
+            scope.get("method", "GET"), scope["path"] or "/", cookie
         ):
             scope["smalltransfers.customer"] = None
             scope["smalltransfers.charge"] = None
             await self.app(scope, receive, send)
             return
-        request = self._request(scope)
+        request = self._request(scope, cookie)
         core = self._core
         step = core.begin(request)
         if isinstance(step, NeedsPrice):
@@ -96,15 +97,12 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             return
         await self._forward(step, scope, receive, send)
 
-    def _request(self, scope: Scope) -> Request:
-        host = cookie = accept = ""
+    def _request(self, scope: Scope, cookie: str) -> Request:
+        host = accept = ""
         forwarded_proto = forwarded_host = None
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value.decode("latin-1")
-            elif name == b"cookie":
-                text = value.decode("latin-1")
-                cookie = f"{cookie}; {text}" if cookie else text
             elif name == b"accept":
                 accept = value.decode("latin-1")
             # Repeated lines are joined, as WSGI servers do, so both adapters agree.

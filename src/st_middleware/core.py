@@ -100,15 +100,12 @@ class _CapturePlan:
 class Core:
     """Every decision of one middleware instance (sans-IO, shared by both adapters)."""
 
-    __slots__ = ("_quick_price", "_route_paths", "cookies", "routes", "settings")
+    __slots__ = ("_quick_price", "cookies", "routes", "settings")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cookies = Cookies(settings)
         self.routes = Routes(settings)
-        self._route_paths = frozenset(
-            (settings.sign_in_path, settings.callback_path, settings.sign_out_path)
-        )
         # Only rule tables can be asked about a bare (method, path); a callable
         # may look at anything, so it always gets the full request.
         rule = settings.price_of
@@ -125,7 +122,7 @@ class Core:
         which is exactly what :meth:`begin` would decide, minus building a
         :class:`Request`. False means: take the full path.
         """
-        if self.settings.cookie_name in cookie or path in self._route_paths:
+        if self.settings.cookie_name in cookie or self.routes.owns(path):
             return False
         rule = self.settings.price_of
         if rule is None:
@@ -407,8 +404,7 @@ def _outcome_of(error: SmallTransfersError) -> Outcome:
         return "session_invalid"
     if isinstance(error, ServiceUnavailable):
         return "unavailable"
-    if isinstance(error, ProtocolError):
-        return "protocol_error"
+    # ProtocolError, and anything else a charge call can raise: ours to fix.
     return "protocol_error"
 
 

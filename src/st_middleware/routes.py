@@ -46,6 +46,10 @@ class Routes:
             settings.sign_out_path: Route.SIGN_OUT,
         }
 
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` (inside the app) is one of our routes."""
+        return path in self._by_path
+
     def match(self, request: Request) -> Route | None:
         """Which of our routes this request is for, if any (a dict look-up)."""
         return self._by_path.get(request.path)
