@@ -90,6 +90,11 @@ class SetCookie:
         return self.value == "" or self.attrs.get("max-age") == "0"
 
     @property
+    def pair(self) -> str:
+        """As the browser sends it back: ``name=value``."""
+        return f"{self.name}={self.value}"
+
+    @property
     def flags(self) -> tuple[str, str | None, bool, str | None, bool, str | None]:
         """Name, path, HttpOnly, SameSite, Secure, Domain: what a deletion must repeat."""
         return (

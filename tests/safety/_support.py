@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 import httpx
 import webtest
 
+from helpers import SetCookie  # one Set-Cookie parser for every suite
 from st_middleware import SmallTransfersASGI, SmallTransfersWSGI
 from st_middleware.emulator.records import is_loopback_uri
 
@@ -289,33 +290,6 @@ def emulator_keywords(emu: Any, **overrides: Any) -> dict[str, Any]:
 
 
 # -- responses and cookies ---------------------------------------------------------------
-
-
-@dataclass
-class SetCookie:
-    raw: str
-    name: str
-    value: str
-    attrs: dict[str, str]
-
-    @classmethod
-    def parse(cls, raw: str) -> SetCookie:
-        first, *rest = raw.split(";")
-        name, _, value = first.partition("=")
-        attrs: dict[str, str] = {}
-        for part in rest:
-            key, _, val = part.strip().partition("=")
-            attrs[key.strip().lower()] = val.strip()
-        return cls(raw, name.strip(), value.strip(), attrs)
-
-    @property
-    def clears(self) -> bool:
-        return self.value == "" or self.attrs.get("max-age") == "0"
-
-    @property
-    def pair(self) -> str:
-        """As the browser sends it back: ``name=value``."""
-        return f"{self.name}={self.value}"
 
 
 @dataclass
