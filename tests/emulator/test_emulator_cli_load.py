@@ -96,6 +96,19 @@ def test_cli_flags_admin_faults_and_redirect_uris() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_allow_host_adds_names_to_the_host_check() -> None:
+    with running_cli("--allow-host", "emu.test", "--allow-host", "proxy.test:9000") as (
+        process,
+        match,
+    ):
+        url, port = match.group(1), match.group(2)
+        for host in (f"emu.test:{port}", "proxy.test:9000", f"localhost:{port}"):
+            assert httpx.get(url + "/", headers={"Host": host}).status_code == 200, host
+        assert httpx.get(url + "/", headers={"Host": f"evil.test:{port}"}).status_code == 421
+        assert stop(process, signal.SIGTERM)[0] == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_cli_db_keeps_customers_across_restarts(tmp_path: Path) -> None:
     db = str(tmp_path / "emulator.sqlite3")
     with running_cli("--db", db, "--admin") as (process, match):

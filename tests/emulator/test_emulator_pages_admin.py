@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from emulator_support import assert_problem
+from emulator_support import assert_problem, form_token, hidden_fields
 
 from st_middleware.emulator import Customer, Emulator
 
@@ -37,9 +37,7 @@ def test_dashboard_lists_charges_and_revokes(
     button = f'id="revoke-{emu.publishable_key}"'
     assert button in text
 
-    response = client.post(
-        "/customer/revoke", data={"customer_id": customer.id, "merchant": emu.publishable_key}
-    )
+    response = client.post("/customer/revoke", data=hidden_fields(text, "/customer/revoke"))
     assert response.status_code == 303
     assert response.headers["location"] == f"/customer/dashboard?customer_id={customer.id}"
     assert button not in client.get(response.headers["location"]).text
@@ -56,7 +54,8 @@ def test_dashboard_uses_the_cookie_set_by_sign_in(client: httpx.Client, emu: Emu
         "customer_id": customer.id,
         "decision": "allow",
     }
-    assert client.post("/customer/authorize", data=form).status_code == 303
+    response = client.post("/customer/authorize", data={**form, **form_token(client, emu)})
+    assert response.status_code == 303
     assert "Cookie Monster" in client.get("/customer/dashboard").text
 
 
@@ -147,4 +146,7 @@ def test_admin_rejects_bad_input(client: httpx.Client) -> None:
     assert_problem(
         client.post("/_emulator/codes", json={"customer_id": "cus_nope"}), 422, "validation_error"
     )
-    assert_problem(client.post("/_emulator/faults", content=b"{"), 400, "invalid_request")
+    json_type = {"Content-Type": "application/json"}
+    assert_problem(
+        client.post("/_emulator/faults", content=b"{", headers=json_type), 400, "invalid_request"
+    )

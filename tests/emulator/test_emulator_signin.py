@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from emulator_support import REDIRECT_URI, assert_problem, exchange
+from emulator_support import REDIRECT_URI, assert_problem, exchange, form_token, hidden_fields
 
 from st_middleware.emulator import Customer, Emulator
 
@@ -127,7 +127,7 @@ def test_allow_redirects_with_code_and_state(client: httpx.Client, emu: Emulator
     client.get("/customer/authorize", params=authorize_params(emu))
     customer_id = emu.customers()[0].id
     form = {**authorize_params(emu), "customer_id": customer_id, "decision": "allow"}
-    response = client.post("/customer/authorize", data=form)
+    response = client.post("/customer/authorize", data={**form, **form_token(client, emu)})
     query = redirect_query(response)
     assert response.headers["location"].startswith(REDIRECT_URI + "?")
     assert query["state"] == ["xyz"]
@@ -146,7 +146,7 @@ def test_allow_creates_a_new_customer(client: httpx.Client, emu: Emulator) -> No
         "new_limit_usd": "2.5",
         "decision": "allow",
     }
-    response = client.post("/customer/authorize", data=form)
+    response = client.post("/customer/authorize", data={**form, **form_token(client, emu)})
     query = redirect_query(response)
     assert "state" not in query  # echoed only when sent
     created = [c for c in emu.customers() if c.email == "grace@example.com"]
@@ -167,7 +167,7 @@ def test_allow_with_bad_new_customer_rerenders_the_form(
         "new_limit_usd": "0.0000001",
         "decision": "allow",
     }
-    response = client.post("/customer/authorize", data=form)
+    response = client.post("/customer/authorize", data={**form, **form_token(client, emu)})
     assert response.status_code == 400
     assert 'id="allow"' in response.text
     assert "location" not in response.headers
@@ -175,14 +175,16 @@ def test_allow_with_bad_new_customer_rerenders_the_form(
 
 def test_deny_redirects_with_access_denied(client: httpx.Client, emu: Emulator) -> None:
     form = {**authorize_params(emu), "decision": "deny"}
-    query = redirect_query(client.post("/customer/authorize", data=form))
+    query = redirect_query(
+        client.post("/customer/authorize", data={**form, **form_token(client, emu)})
+    )
     assert query == {"error": ["access_denied"], "state": ["xyz"]}
 
 
 def test_redirect_keeps_the_uris_own_query(client: httpx.Client, emu: Emulator) -> None:
     uri = "http://localhost:3000/cb?tenant=7"
     form = {**authorize_params(emu, redirect_uri=uri), "decision": "deny"}
-    response = client.post("/customer/authorize", data=form)
+    response = client.post("/customer/authorize", data={**form, **form_token(client, emu)})
     assert response.headers["location"].startswith("http://localhost:3000/cb?tenant=7&")
     assert redirect_query(response)["tenant"] == ["7"]
 
@@ -193,7 +195,8 @@ def test_redirect_url_alias_and_charge_scope(client: httpx.Client, emu: Emulator
     assert client.get("/customer/authorize", params=params).status_code == 200
     customer_id = emu.customers()[0].id
     response = client.post(
-        "/customer/authorize", data={**params, "customer_id": customer_id, "decision": "allow"}
+        "/customer/authorize",
+        data={**params, "customer_id": customer_id, "decision": "allow", **form_token(client, emu)},
     )
     code = redirect_query(response)["code"][0]
     assert exchange(client, emu, code).json()["scope"] == "charge"
@@ -216,9 +219,10 @@ def test_bad_sign_in_requests_get_an_error_page(
     client: httpx.Client, emu: Emulator, overrides: dict[str, str], status: int, code: str
 ) -> None:
     params = authorize_params(emu, **overrides)
+    token = form_token(client, emu)
     for response in (
         client.get("/customer/authorize", params=params),
-        client.post("/customer/authorize", data={**params, "decision": "allow"}),
+        client.post("/customer/authorize", data={**params, "decision": "allow", **token}),
     ):
         assert response.status_code == status
         assert "location" not in response.headers
@@ -233,9 +237,11 @@ def test_registered_redirect_uris_are_matched_exactly() -> None:
         httpx.Client(base_url=emu.url) as client,
     ):
         params = authorize_params(emu, redirect_uri=registered)
-        assert client.get("/customer/authorize", params=params).status_code == 200
+        page = client.get("/customer/authorize", params=params)
+        assert page.status_code == 200
+        token = hidden_fields(page.text, "/customer/authorize")["csrf_token"]
         for uri in (REDIRECT_URI, registered + "/", registered + "?x=1"):
-            params = authorize_params(emu, redirect_uri=uri)
+            params = authorize_params(emu, redirect_uri=uri, csrf_token=token)
             response = client.post("/customer/authorize", data={**params, "decision": "deny"})
             assert response.status_code == 404
             assert "location" not in response.headers

@@ -14,10 +14,20 @@ from .messages import ERROR_STATUSES
 from .server import DEFAULT_PUBLISHABLE_KEY, DEFAULT_SECRET_KEY, Emulator
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except empty ones ("default: None" tells nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m st_middleware.emulator",
         description="A local Small Transfers: the /api/v1 API, sign-in page and dashboard.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8100, help="0 picks a free port")
@@ -26,14 +36,29 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="SQLite file to keep data in (default: in memory, for this run)",
     )
-    parser.add_argument("--publishable-key", default=DEFAULT_PUBLISHABLE_KEY)
-    parser.add_argument("--secret-key", default=DEFAULT_SECRET_KEY)
+    parser.add_argument(
+        "--publishable-key", default=DEFAULT_PUBLISHABLE_KEY, help="the merchant's public key"
+    )
+    parser.add_argument(
+        "--secret-key", default=DEFAULT_SECRET_KEY, help="the merchant's secret key"
+    )
     parser.add_argument(
         "--redirect-uri",
         action="append",
         default=[],
         metavar="URL",
-        help="a registered redirect URI (repeatable; default: any loopback URI)",
+        help="a registered redirect URI, matched exactly (repeatable; default: any "
+        "plain http(s) URI on localhost, 127.0.0.1 or [::1])",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host is NAME, or NAME:PORT (repeatable). Against "
+        "DNS rebinding, the emulator otherwise answers only to its --host and to "
+        "localhost, 127.0.0.1 and [::1] with its port (any IP address if --host is "
+        "0.0.0.0 or ::). NAME without a port allows any port, e.g. behind a proxy",
     )
     parser.add_argument(
         "--admin",
@@ -48,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-with",
         choices=sorted(ERROR_STATUSES),
         metavar="CODE",
-        help="answer with this API error code",
+        help="answer with this API error code and its status, one of: "
+        + ", ".join(sorted(ERROR_STATUSES)),
     )
     faults.add_argument(
         "--drop",
@@ -77,10 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             redirect_uris=args.redirect_uri,
             admin=args.admin,
             verbose=args.verbose,
+            allowed_hosts=args.allow_host,
         )
     except sqlite3.Error as error:
         print(f"cannot open the database {args.db}: {error}", file=sys.stderr)
         return 1
+    except ValueError as error:  # a malformed --allow-host
+        parser.error(str(error))
     try:
         if args.latency or args.fail_with or args.drop:
             emulator.set_faults(latency=args.latency, error=args.fail_with, drop=args.drop)

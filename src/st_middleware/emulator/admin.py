@@ -5,6 +5,14 @@ subprocess. Names are snake_case, like the Python keywords (this is not the Smal
 Transfers API). Bodies and answers are JSON; failures are problem+json
 (`invalid_request` 400 for bad JSON or a missing field, `validation_error` 422 otherwise).
 
+Only non-browser clients may use it: a POST (or any request with a body) must say
+`Content-Type: application/json` (415 `unsupported_media_type` otherwise), and a request
+whose `Origin` or `Referer` is another site is refused (403 `forbidden`). HTML forms and
+no-cors fetches cannot send JSON, and a real cross-origin JSON request needs a CORS
+preflight the emulator never grants; without this, any web page open in the developer's
+browser could post text/plain "JSON" here and, say, replace the merchant's secret key.
+The `Emulator` methods of the same names call the store directly, not this API.
+
     GET    /_emulator/faults      -> {"faults": PLAN + {"remaining": n|null} | null}
     POST   /_emulator/faults      {"latency", "error", "drop", "malformed", "huge_body",
                                    "endless_body", "count", "path"} (all optional)
@@ -28,6 +36,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .faults import FaultPlan
+from .guards import foreign_origin
 from .messages import ApiError, Request, Response, json_response, problem_response
 from .store import DEFAULT_LIMIT_MICROS
 
@@ -41,6 +50,7 @@ D = TypeVar("D")
 def handle_admin(emulator: Emulator, request: Request) -> Response:
     """Answer one `/_emulator/*` control request."""
     try:
+        _check_client(request)
         return _dispatch(emulator, request)
     except ApiError as error:
         return problem_response(error)
@@ -107,6 +117,19 @@ def _dispatch(emulator: Emulator, request: Request) -> Response:
             },
         )
     raise ApiError("not_found", f"No control endpoint answers {request.method} {request.path}.")
+
+
+def _check_client(request: Request) -> None:
+    """Refuse what a web page in the developer's browser could send (see the docstring)."""
+    origin = foreign_origin(request)
+    if origin is not None:
+        raise ApiError("forbidden", f"The admin API does not answer pages of {origin}.")
+    if request.method in ("POST", "PUT", "PATCH") or request.body:
+        media_type = request.headers.get("content-type", "").partition(";")[0]
+        if media_type.strip().lower() != "application/json":
+            raise ApiError(
+                "unsupported_media_type", "The body must be sent as Content-Type: application/json."
+            )
 
 
 def _body(request: Request) -> dict[str, Any]:

@@ -43,14 +43,20 @@ ERROR_STATUSES: dict[str, int] = {
     "payload_too_large": 413,
 }
 
+# The emulator's own refusals (see guards.py): not API errors, so never offered as faults.
+GUARD_STATUSES: dict[str, int] = {
+    "unsupported_media_type": 415,
+    "misdirected_request": 421,
+}
+
 
 class ApiError(Exception):
-    """An API failure with a stable `code`; its HTTP status comes from `ERROR_STATUSES`."""
+    """An API failure with a stable `code`; its status comes from `ERROR_STATUSES` (or guards)."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
-        self.status = ERROR_STATUSES[code]
+        self.status = ERROR_STATUSES[code] if code in ERROR_STATUSES else GUARD_STATUSES[code]
         self.detail = detail
 
 

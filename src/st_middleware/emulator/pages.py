@@ -3,13 +3,14 @@
 Pages are self-contained (inline CSS, no scripts, no external assets). A sign-in request
 that names an unknown merchant, an unsupported `response_type` or scope, or a redirect URI
 the merchant did not register gets an error page and never a redirect, as on the real
-service: redirecting would hand codes to whoever crafted the link.
+service: redirecting would hand codes to whoever crafted the link. Every form carries a
+token (`guards.FormTokens`), so only the emulator's own pages can Allow, Deny or Revoke.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -17,6 +18,7 @@ from http import HTTPStatus
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from .api import MAX_MICROS
+from .guards import FormTokens
 from .messages import ApiError, Request, Response
 from .records import ChargeRecord, Customer, Merchant
 from .store import Store
@@ -85,9 +87,9 @@ def parse_sign_in(store: Store, params: dict[str, str]) -> SignIn:
     return SignIn(merchant, redirect_uri, scope, params.get("state") or None)
 
 
-def handle_page(store: Store, request: Request) -> Response:
-    """Answer a request for one of the HTML pages."""
-    routes = {
+def handle_page(store: Store, request: Request, form_secret: bytes) -> Response:
+    """Answer a request for one of the HTML pages; `form_secret` signs the forms' tokens."""
+    routes: dict[tuple[str, str], Callable[[Store, Request, FormTokens], Response]] = {
         ("GET", "/"): _index,
         ("GET", "/customer/authorize"): _authorize_form,
         ("POST", "/customer/authorize"): _authorize_decision,
@@ -99,8 +101,11 @@ def handle_page(store: Store, request: Request) -> Response:
         known = any(path == request.path for _, path in routes)
         code = "method_not_allowed" if known else "not_found"
         return error_page(ApiError(code, f"Nothing answers {request.method} {request.path} here."))
+    forms = FormTokens(form_secret, request)
     try:
-        return handler(store, request)
+        if request.method == "POST":
+            forms.verify(request)  # before anything else: a forged post changes nothing
+        return forms.set_cookie(handler(store, request, forms))
     except ApiError as error:
         return error_page(error)
 
@@ -108,15 +113,15 @@ def handle_page(store: Store, request: Request) -> Response:
 # -- sign-in ---------------------------------------------------------------------------
 
 
-def _authorize_form(store: Store, request: Request) -> Response:
+def _authorize_form(store: Store, request: Request, forms: FormTokens) -> Response:
     sign_in = parse_sign_in(store, request.query_params())
     if not store.customers():
         # So that Allow works with one click on a fresh emulator.
         store.create_customer("Test", "Customer", "test@example.com")
-    return _render_authorize(store, sign_in, request.cookie(CUSTOMER_COOKIE))
+    return _render_authorize(store, sign_in, forms, request.cookie(CUSTOMER_COOKIE))
 
 
-def _authorize_decision(store: Store, request: Request) -> Response:
+def _authorize_decision(store: Store, request: Request, forms: FormTokens) -> Response:
     form = request.form()
     sign_in = parse_sign_in(store, form)
     decision = form.get("decision")
@@ -129,11 +134,11 @@ def _authorize_decision(store: Store, request: Request) -> Response:
         try:
             customer = _new_customer(store, form)
         except ValueError as error:
-            return _render_authorize(store, sign_in, None, str(error), form)
+            return _render_authorize(store, sign_in, forms, None, str(error), form)
     else:
         found = store.customer(customer_id)
         if found is None:
-            return _render_authorize(store, sign_in, None, "Choose a customer.", form)
+            return _render_authorize(store, sign_in, forms, None, "Choose a customer.", form)
         customer = found
     code = store.issue_code(
         sign_in.merchant.publishable_key, customer.id, sign_in.redirect_uri, sign_in.scope
@@ -173,6 +178,7 @@ def parse_usd(text: str) -> int:
 def _render_authorize(
     store: Store,
     sign_in: SignIn,
+    forms: FormTokens,
     chosen: str | None,
     error: str | None = None,
     form: dict[str, str] | None = None,
@@ -205,6 +211,7 @@ per request (scope <code>{_e(sign_in.scope)}</code>), within your spending limit
 <p class="muted">You will return to <code>{_e(sign_in.redirect_uri)}</code>.</p>
 {f'<p class="error">{_e(error)}</p>' if error else ""}
 <form method="post" action="/customer/authorize">
+{forms.hidden_field("/customer/authorize")}
 {sign_in.hidden_fields()}
 <fieldset><legend>Test customer</legend>
 {options}
@@ -228,7 +235,7 @@ per request (scope <code>{_e(sign_in.scope)}</code>), within your spending limit
 # -- customer dashboard ----------------------------------------------------------------
 
 
-def _dashboard(store: Store, request: Request) -> Response:
+def _dashboard(store: Store, request: Request, forms: FormTokens) -> Response:
     wanted = request.query_params().get("customer_id") or request.cookie(CUSTOMER_COOKIE)
     customer = store.customer(wanted) if wanted else None
     if customer is None:
@@ -243,6 +250,7 @@ def _dashboard(store: Store, request: Request) -> Response:
         f"<td>{_time(g.granted_at)}</td><td>"
         + (
             f'<form method="post" action="/customer/revoke">'
+            f"{forms.hidden_field('/customer/revoke')}"
             f'<input type="hidden" name="customer_id" value="{_e(customer.id)}">'
             f'<input type="hidden" name="merchant" value="{_e(g.merchant)}">'
             f'<button id="revoke-{_e(g.merchant)}" class="secondary">Revoke</button></form>'
@@ -292,7 +300,7 @@ def _charges_table(rows: Iterable[ChargeRecord]) -> str:
     )
 
 
-def _revoke(store: Store, request: Request) -> Response:
+def _revoke(store: Store, request: Request, forms: FormTokens) -> Response:
     form = request.form()
     customer_id = form.get("customer_id", "")
     if store.customer(customer_id) is None:
@@ -302,7 +310,7 @@ def _revoke(store: Store, request: Request) -> Response:
     return Response(303, [("Location", location)])
 
 
-def _index(store: Store, request: Request) -> Response:
+def _index(store: Store, request: Request, forms: FormTokens) -> Response:
     merchants = "".join(
         f"<tr><td><code>{_e(m.publishable_key)}</code></td><td>"
         + (", ".join(f"<code>{_e(u)}</code>" for u in m.redirect_uris) or "any loopback URI")
@@ -377,7 +385,10 @@ _PAGE_HEADERS = [
     # No scripts, no framing; form-action is left open because Allow redirects off-site.
     ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    # Not "no-referrer": under it browsers send "Origin: null" with the pages' own form
+    # posts, which the CSRF check must refuse. "same-origin" still tells other sites
+    # nothing (the authorize page's URL carries the sign-in's state).
+    ("Referrer-Policy", "same-origin"),
 ]
 
 

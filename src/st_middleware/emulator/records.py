@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 ChargeKind = Literal["transaction", "charge"]
 ChargeState = Literal["authorized", "captured", "lapsed"]
@@ -85,15 +85,21 @@ class Grant:
     active_tokens: int
 
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# A loopback redirect URI spelled so plainly that every URL parser reads the same host:
+# lower-case http(s)://, exactly one of three hosts, an optional decimal port, then a path
+# or query made of RFC 3986 characters (or nothing), no fragment. Anything else is refused
+# rather than interpreted. Browsers follow the WHATWG URL standard: they treat "\" as "/",
+# drop tabs and newlines, decode %-escapes in hosts and read numeric IPv4 forms, so
+# `urlsplit` can see a loopback host where the browser goes elsewhere:
+# "http://evil.com\@127.0.0.1/" is evil.com to a browser. Hence no backslash, no userinfo
+# (an "@" before the path), no whitespace, control or non-ASCII character anywhere.
+_LOOPBACK_URI = re.compile(
+    r"https?://(?:(?i:localhost)|127\.0\.0\.1|\[::1\])(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:[/?][-A-Za-z0-9._~!$&'()*+,;=:@/?%]*)?"
+)
 
 
 def is_loopback_uri(uri: str) -> bool:
-    """An absolute http(s) URI on a loopback host, without a fragment."""
-    try:
-        parts = urlsplit(uri)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 -- raises ValueError on a malformed port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and hostname in LOOPBACK_HOSTS and not parts.fragment
+    """A plain absolute http(s) URI on localhost, 127.0.0.1 or [::1], without a fragment."""
+    match = _LOOPBACK_URI.fullmatch(uri)
+    return match is not None and int(match.group("port") or 0) <= 65535

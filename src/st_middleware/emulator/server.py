@@ -3,13 +3,15 @@
 `http.server.ThreadingHTTPServer` with HTTP/1.1 keep-alive, one daemon thread per
 connection and a deep accept queue (hundreds of concurrent clients). Handlers in
 `api.py`, `pages.py` and `admin.py` return complete responses; this module writes them
-(always with Content-Length) and carries out the faults that need the socket.
+(always with Content-Length) and carries out the faults that need the socket. Requests
+whose Host header does not name the emulator are refused first (`guards.HostCheck`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -22,6 +24,7 @@ from typing import Any
 from .admin import handle_admin
 from .api import MAX_BODY_BYTES, handle_api
 from .faults import DropWhen, FaultPlan, Faults, huge_response, malformed_response, trickle
+from .guards import HostCheck
 from .messages import ApiError, Request, Response, json_response, problem_response
 from .pages import SCOPES, handle_page
 from .records import ChargeRecord, Customer, Merchant
@@ -40,6 +43,11 @@ class Emulator:
     construction, so customers can be set up before `start()`, and is closed by `stop()`.
     `authorization_ttl` is how long an authorized charge holds funds before it lapses,
     `code_ttl` how long an authorization code stays exchangeable (seconds).
+
+    Against DNS rebinding, requests must name the emulator in their Host header: its
+    `host`, ``localhost``, ``127.0.0.1`` or ``[::1]``, with its port (any IP address when
+    `host` is ``0.0.0.0`` or ``::``). `allowed_hosts` adds names, each with an optional
+    ``:PORT`` (without one, any port), e.g. ``["emulator.lan", "localhost:9000"]``.
     """
 
     def __init__(
@@ -54,8 +62,12 @@ class Emulator:
         authorization_ttl: float = 900.0,
         code_ttl: float = 600.0,
         verbose: bool = False,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.host = host
+        self._host_check = HostCheck(host, allowed_hosts)  # ValueError on a malformed name
+        # Signs the HTML forms' CSRF tokens; new each run, so old pages need a reload.
+        self._form_secret = secrets.token_bytes(32)
         self.publishable_key = publishable_key
         self.secret_key = secret_key
         self.admin = admin
@@ -247,6 +259,18 @@ class Emulator:
 
     # -- routing -----------------------------------------------------------------------
 
+    def misdirected(self, request: Request) -> Response | None:
+        """421 if the Host header does not name this emulator (DNS rebinding), else None."""
+        host = request.headers.get("host")
+        if self._host_check.allows(host, self.port):
+            return None
+        detail = (
+            f"This emulator does not answer to the host {host!r}: it answers to its own "
+            "address and to localhost, 127.0.0.1 and [::1] with its port. To use another "
+            "name, start it with --allow-host NAME (Emulator(allowed_hosts=[...]))."
+        )
+        return problem_response(ApiError("misdirected_request", detail))
+
     def dispatch(self, request: Request) -> Response:
         """Answer one request (faults aside): API, control endpoints, or pages."""
         try:
@@ -258,7 +282,7 @@ class Emulator:
                 if not self.admin:
                     return problem_response(ApiError("not_found", "The admin API is off."))
                 return handle_admin(self, request)
-            return handle_page(self.store, request)
+            return handle_page(self.store, request, self._form_secret)
         except Exception:
             # A bug in the emulator: say so on stderr, answer like the real service would.
             traceback.print_exc()
@@ -369,9 +393,12 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         request = Request(method, path, query, headers, body)
         emulator = self.server.emulator
-        plan = emulator.faults.take(path)
+        # Checked before the faults, so a refused request uses none of a plan's count.
+        refusal = emulator.misdirected(request)
         try:
-            if plan is None:
+            if refusal is not None:
+                self._send(refusal)
+            elif (plan := emulator.faults.take(path)) is None:
                 self._send(emulator.dispatch(request))
             else:
                 self._serve_with_fault(plan, request)
