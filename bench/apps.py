@@ -29,10 +29,8 @@ from typing import Any
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
 
-from st_middleware import SmallTransfersASGI, SmallTransfersWSGI
-from st_middleware.charge import Price
-from st_middleware.customer import Customer
-from st_middleware.session import derive_key
+from st_middleware import Customer, Price, SmallTransfersASGI, SmallTransfersWSGI
+from st_middleware._session import derive_key
 
 from . import common
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import time
 
-from st_middleware.charge import Price
-from st_middleware.config import Settings
-from st_middleware.customer import Customer
-from st_middleware.request import Request
-from st_middleware.session import Cookies, Session
+from st_middleware import Customer, Price, Request
+from st_middleware._config import Settings
+from st_middleware._session import Cookies, Session
 
 PUBLISHABLE_KEY = "pk_test_bench"
 SECRET_KEY = "sk_test_bench"

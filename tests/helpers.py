@@ -28,6 +28,7 @@ import httpx
 import webtest
 
 from st_middleware import SmallTransfersASGI, SmallTransfersWSGI
+from st_middleware import testing as kit
 
 SECRET = "s" * 32
 OTHER_SECRET = "o" * 32
@@ -521,12 +522,14 @@ class SignedIn:
 
 
 def new_customer(emu: Any, limit_micros: int = 1_000_000, **names: str) -> Any:
+    """The kit's fresh customer, named Ada by default (pages greet her)."""
     tag = secrets.token_hex(4)
-    return emu.create_customer(
+    return kit.new_customer(
+        emu,
+        limit_micros=limit_micros,
         first_name=names.get("first_name", "Ada"),
         last_name=names.get("last_name", f"Lovelace-{tag}"),
         email=names.get("email", f"ada-{tag}@example.com"),
-        limit_micros=limit_micros,
     )
 
 
@@ -561,7 +564,8 @@ def issue_code(emu: Any, customer: Any, redirect_uri: str) -> str:
 
 
 def charges(emu: Any, customer: Any) -> list[Any]:
-    return list(emu.ledger(customer_id=customer.id))
+    """Every ledger row of ``customer`` (the kit's ledger)."""
+    return kit.ledger(emu, customer)
 
 
 def exchange_directly(emu: Any, code: str) -> httpx.Response:

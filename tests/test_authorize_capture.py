@@ -104,8 +104,29 @@ def test_a_failure_status_captures_nothing(
     assert row.captured_micros in (None, 0)
 
 
-def test_a_redirect_is_not_free(st_emulator: Emulator, st_customer: Any) -> None:
+def test_a_redirect_costs_nothing(st_emulator: Emulator, st_customer: Any) -> None:
+    """A framework's slash-fixing redirect delivers nothing: the page it leads to is paid."""
+    events: list[ChargeEvent] = []
+    app = wsgi(st_emulator, on_charge=events.append)
+    with signed_in_client(app, st_emulator, st_customer) as client:
+        client.get("/ai", headers={"X-Status": "308 Permanent Redirect"})
+    row = only_row(st_emulator, st_customer)
+    assert row.state == "authorized"
+    assert row.captured_micros in (None, 0)
+    assert [e.outcome for e in events] == ["authorized", "not_captured"]
+    assert events[-1].code == "redirect"
+
+
+def test_a_not_modified_answer_is_captured(st_emulator: Emulator, st_customer: Any) -> None:
     with signed_in_client(wsgi(st_emulator), st_emulator, st_customer) as client:
+        client.get("/ai", headers={"X-Status": "304 Not Modified"})
+    assert only_row(st_emulator, st_customer).captured_micros == 3000
+
+
+def test_a_merchant_can_charge_a_redirect(st_emulator: Emulator, st_customer: Any) -> None:
+    """A paid download that redirects to a signed URL: the redirect is the product."""
+    app = wsgi(st_emulator, failure_status=lambda status: status >= 400)
+    with signed_in_client(app, st_emulator, st_customer) as client:
         client.get("/ai", headers={"X-Status": "302 Found"})
     assert only_row(st_emulator, st_customer).captured_micros == 3000
 

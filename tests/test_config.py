@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from st_middleware import ConfigurationError, SmallTransfersASGI, SmallTransfersWSGI
-from st_middleware.config import DEFAULT_BASE_URL, Settings
+from st_middleware._config import DEFAULT_BASE_URL, Settings
 
 GOOD: dict[str, Any] = {
     "publishable_key": "pk_test",

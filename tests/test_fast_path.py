@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from st_middleware.config import Settings
-from st_middleware.core import Core, Forward, NeedsPrice
-from st_middleware.request import Request
+from st_middleware._config import Settings
+from st_middleware._core import Core, Forward, Respond
+from st_middleware._effects import AskPricing
+from st_middleware._request import Request
 
 
 def core(pricing: Any) -> Core:
@@ -39,12 +40,23 @@ CASES = [
 ]
 
 
+def decide(c: Core, request: Request) -> Forward | Respond:
+    """Run the core's flow, answering its pricing questions (no other I/O is needed here)."""
+    flow = c.handle(request)
+    try:
+        effect = next(flow)
+        while True:
+            assert isinstance(effect, AskPricing)
+            effect = flow.send(effect.rule.ask(effect.request))
+    except StopIteration as stop:
+        decision: Forward | Respond = stop.value
+        return decision
+
+
 def full_path_says_free_and_anonymous(c: Core, method: str, path: str, cookie: str) -> bool:
-    step = c.begin(
-        Request(method=method, scheme="http", host="localhost", path=path, cookie=cookie)
+    step = decide(
+        c, Request(method=method, scheme="http", host="localhost", path=path, cookie=cookie)
     )
-    if isinstance(step, NeedsPrice):
-        step = c.priced(step, step.price_of(step.request))
     return (
         isinstance(step, Forward)
         and step.customer is None

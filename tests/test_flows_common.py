@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import logging
 import time
-import types
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -46,6 +45,7 @@ from helpers import (
     start_sign_in,
 )
 from st_middleware import ConfigurationError, Customer
+from st_middleware._core import Core
 
 pytestmark = pytest.mark.anyio
 
@@ -687,10 +687,9 @@ async def test_an_expired_session_is_no_session_and_is_cleared(
     site: Site, emu: Any, customer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await sign_in(site, emu, customer)
-    import st_middleware.session as session_module
-
     later = time.time() + 31 * 24 * 3600  # past the default 30-day session
-    monkeypatch.setattr(session_module, "time", types.SimpleNamespace(time=lambda: later))
+    # The core's clock comes through its constructor.
+    monkeypatch.setattr(site.mw, "_core", Core(site.mw.settings, clock=lambda: later))
     reply = await site.get("/paid", accept=BROWSER)
     assert_sign_in_required(reply, BROWSER, "/paid")
     assert_clears(reply.session_cookie())

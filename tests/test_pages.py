@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from st_middleware.pages import format_micros, render_page
+from st_middleware._pages import format_micros, render_page
 
 HOSTILE = '"><script>alert(1)</script>'
 BUTTON_TEXT = "Sign In with Small Transfers"

@@ -5,14 +5,23 @@ from __future__ import annotations
 import pytest
 
 from st_middleware import Price, PricingError
-from st_middleware.pricing import compile_pricing, to_price
-from st_middleware.request import Request
+from st_middleware._pricing import Decision, Preflight, compile_pricing, to_price
+from st_middleware._request import Request
+
+
+def decide(rules: object, path: str, method: str = "GET") -> Decision:
+    """What the core would decide for one request (tables inline, callables asked)."""
+    rule = compile_pricing(rules)
+    assert rule is not None
+    request = Request(method=method, scheme="http", host="h", path=path)
+    if rule.table is not None:
+        return rule.table.price_for(request.method, request.path)
+    return rule.settle(request, rule.ask(request))
 
 
 def price(rules: object, path: str, method: str = "GET") -> int | None:
-    rule = compile_pricing(rules)
-    assert rule is not None
-    result = to_price(rule(Request(method=method, scheme="http", host="h", path=path)))
+    result = decide(rules, path, method)
+    assert not isinstance(result, Preflight)
     return None if result is None else result.micros
 
 

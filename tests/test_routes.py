@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from st_middleware.config import Settings
-from st_middleware.request import Request, forwarded_origin, is_loopback_host
-from st_middleware.routes import Routes, safe_next
+from st_middleware._config import Settings
+from st_middleware._request import Request, forwarded_origin, is_loopback_host
+from st_middleware._routes import Routes, safe_next
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from st_middleware.config import Settings
-from st_middleware.customer import Customer
-from st_middleware.errors import CookieTooLarge
-from st_middleware.request import Request
-from st_middleware.session import Cookies, Session
+from st_middleware._config import Settings
+from st_middleware._customer import Customer
+from st_middleware._errors import CookieTooLarge
+from st_middleware._request import Request
+from st_middleware._session import Cookies, Session
 
 SECRET_A = "a" * 32
 SECRET_B = "b" * 40
@@ -52,13 +52,13 @@ def test_a_sealed_session_opens_with_the_same_customer() -> None:
     assert read.session is not None
     assert read.session.customer == ADA
     assert read.session.access_token == "tok"
-    assert read.set_cookies == []
+    assert read.set_cookies == ()
 
 
 def test_no_cookie_is_no_session_and_no_cookie_work() -> None:
     read = make_cookies().read_session(request("other=1"))
     assert read.session is None
-    assert read.set_cookies == []
+    assert read.set_cookies == ()
 
 
 def flip_bit(token: str, position: int) -> str:
@@ -280,7 +280,7 @@ def test_a_cookie_opened_before_still_expires_on_time() -> None:
 
 
 def test_the_opened_cookie_cache_stays_bounded() -> None:
-    from st_middleware.session import _OPENED_CACHE_SIZE
+    from st_middleware._session import _OPENED_CACHE_SIZE
 
     cookies = make_cookies()
     for n in range(_OPENED_CACHE_SIZE + 50):

@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from st_middleware import Charge, Customer, Price, SmallTransfersWSGI
-from st_middleware.pages import format_micros
+from st_middleware import Charge, Customer, Price, SmallTransfersWSGI, format_micros
 
 WORD_MICROS = 200  # the "essay" bills 0.0002 USD per word actually written
 

@@ -8,11 +8,11 @@ Wrap an app in three lines::
 Keys come from keywords or ``SMALL_TRANSFERS_*`` environment variables.
 """
 
-from ._version import __version__
-from .asgi import SmallTransfersASGI
-from .charge import Charge, ChargeEvent, Price
-from .customer import Customer
-from .errors import (
+from ._asgi import SmallTransfersASGI
+from ._charge import Charge, ChargeEvent, ChargeMode, Outcome, Price
+from ._customer import Customer
+from ._errors import (
+    BadRequest,
     ChargeRefused,
     ConfigurationError,
     CookieTooLarge,
@@ -24,16 +24,21 @@ from .errors import (
     SignInRequired,
     SmallTransfersError,
 )
-from .request import Request
-from .wsgi import SmallTransfersWSGI
+from ._pages import format_micros
+from ._request import Request
+from ._version import __version__
+from ._wsgi import SmallTransfersWSGI
 
 __all__ = [
+    "BadRequest",
     "Charge",
     "ChargeEvent",
+    "ChargeMode",
     "ChargeRefused",
     "ConfigurationError",
     "CookieTooLarge",
     "Customer",
+    "Outcome",
     "Price",
     "PricingError",
     "ProtocolError",
@@ -46,4 +51,5 @@ __all__ = [
     "SmallTransfersError",
     "SmallTransfersWSGI",
     "__version__",
+    "format_micros",
 ]

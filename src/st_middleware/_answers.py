@@ -1,19 +1,24 @@
-"""Which answer goes back when the middleware answers a request itself.
+"""Which answer goes back, and what the app's answer may carry on its way out.
 
 An :class:`Answer` is a neutral response (status, headers, body) that the
 adapters translate; :func:`error_answer` turns any :class:`SmallTransfersError`
 into the visitor's page (browsers) or ``application/problem+json`` (API
-clients). Texts shown to visitors are ours: a provider's message is never
-echoed, and nothing secret is ever put in a body.
+clients), :func:`preflight_answer` answers an OPTIONS request to a priced path.
+Texts shown to visitors are ours: a provider's message is never echoed, and
+nothing secret is ever put in a body. :func:`private_cache` keeps a paid
+answer, or one carrying our cookies, out of shared caches.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from .errors import (
+from ._errors import (
+    BadRequest,
     ChargeRefused,
     ProtocolError,
     ServiceUnavailable,
@@ -21,11 +26,16 @@ from .errors import (
     SignInRequired,
     SmallTransfersError,
 )
-from .pages import render_page
-from .request import Request
-from .routes import Routes
+from ._pages import render_page
+from ._request import Request
+from ._routes import Routes
 
-__all__ = ["Answer", "error_answer", "redirect"]
+if TYPE_CHECKING:
+    from ._config import Settings
+
+__all__ = ["Answer", "Headers", "error_answer", "preflight_answer", "private_cache", "redirect"]
+
+log = logging.getLogger("st_middleware")
 
 Headers = list[tuple[str, str]]
 
@@ -35,13 +45,17 @@ _HTML = "text/html; charset=utf-8"
 _PROBLEM = "application/problem+json"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Answer:
     """A response the middleware sends itself."""
 
     status: int
     headers: Headers
     body: bytes = b""
+
+    def without_body(self) -> Answer:
+        """The same answer for a HEAD request: headers (Content-Length included), no body."""
+        return replace(self, body=b"")
 
 
 def redirect(location: str, set_cookies: Iterable[str] = (), *, status: int = 303) -> Answer:
@@ -56,6 +70,55 @@ def redirect(location: str, set_cookies: Iterable[str] = (), *, status: int = 30
     ]
     headers.extend(("Set-Cookie", cookie) for cookie in set_cookies)
     return Answer(status, headers)
+
+
+def preflight_answer(request: Request, settings: Settings) -> Answer:
+    """``204`` for an OPTIONS request to a priced path, with the merchant's CORS headers.
+
+    The app never sees such a request: a CORS preflight carries no cookie, and
+    some views serve content whatever the method.
+    """
+    headers: Headers = list(_PRIVATE)
+    configured = settings.preflight_headers
+    if callable(configured):
+        try:
+            configured = configured(request)
+        except Exception:
+            # The merchant's CORS policy failed: answer without granting anything.
+            log.exception("preflight_headers raised; answering without CORS headers")
+            configured = None
+    if configured:
+        headers.extend((str(name), str(value)) for name, value in configured.items())
+    return Answer(204, headers)
+
+
+# Directives that let a shared cache (CDN, proxy) store an answer.
+_SHARED_DIRECTIVES = frozenset({"public", "s-maxage", "private"})
+
+
+def private_cache(headers: Headers) -> Headers:
+    """``headers`` made ``Cache-Control: private``: no shared cache stores the answer.
+
+    ``public`` and ``s-maxage`` go (``private`` takes their place, unqualified:
+    ``private="Set-Cookie"`` would still let the body be shared), every other
+    directive stays, and the CDN-targeted headers that override
+    ``Cache-Control`` for one cache (``CDN-Cache-Control`` and its vendor
+    forms, ``Surrogate-Control``; RFC 9213) are removed.
+    """
+    kept: Headers = []
+    directives = ["private"]
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "cache-control":
+            for directive in value.split(","):
+                directive = directive.strip()
+                token = directive.partition("=")[0].strip().lower()
+                if directive and token not in _SHARED_DIRECTIVES:
+                    directives.append(directive)
+        elif not (lowered.endswith("cdn-cache-control") or lowered == "surrogate-control"):
+            kept.append((name, value))
+    kept.append(("Cache-Control", ", ".join(directives)))
+    return kept
 
 
 # What each refusal code tells the visitor (ours, never the provider's words).
@@ -92,6 +155,11 @@ def _text(error: SmallTransfersError) -> tuple[str, str]:
         return "Payment service error", (
             "This site could not complete the payment with Small Transfers. "
             "Nothing was charged. The site owner can find the details in their logs."
+        )
+    if isinstance(error, BadRequest):
+        return "Bad request", (
+            "The address of this request holds characters or segments that cannot be "
+            "served (control characters, an invalid encoding, or '.' and '..' segments)."
         )
     if isinstance(error, SignInFailed):
         return "Sign-in did not complete", (

@@ -1,10 +1,9 @@
-"""Where a call to Small Transfers is built, sent (by an adapter) and understood.
+"""Where a call to Small Transfers is built and its reply understood.
 
-Each call is a *flow*: a generator that yields the ``httpx.Request`` it needs
-sent and receives a :class:`Reply` (or has the transport error thrown into
-it). The WSGI adapter drives flows with a sync client, the ASGI adapter with
-an async one; every decision (retry or not, what a reply means) is made here
-once.
+Each call is a *flow* (see :mod:`._effects`): it yields a :class:`Send` and
+receives the :class:`Reply`, or has the transport error thrown into it. The
+drivers do the sending; every decision (retry or not, what a reply means) is
+made here once.
 
 Money rule: a request that may have reached Small Transfers is never sent
 again. Only a failure to *connect* (nothing was sent) is retried, once.
@@ -13,44 +12,36 @@ again. Only a failure to *connect* (nothing was sent) is retried, once.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
-from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from ._version import __version__
-from .config import Settings
-from .customer import Customer
-from .errors import (
+from ._config import Settings
+from ._customer import Customer
+from ._effects import Flow, Reply, Send
+from ._errors import (
+    Call,
     ProtocolError,
-    ServiceUnavailable,
-    SignInFailed,
     SmallTransfersError,
-    error_for_api_code,
+    error_for_reply,
+    error_for_transport,
 )
+from ._version import __version__
 
 __all__ = [
     "BodyCollector",
-    "Flow",
-    "Reply",
     "TokenGrant",
     "authorize_charge",
     "capture_charge",
     "create_transaction",
+    "describe",
     "exchange_code",
     "new_idempotency_key",
 ]
-
-log = logging.getLogger("st_middleware")
-
-T = TypeVar("T")
-#: A call to Small Transfers: yields requests, receives replies, returns a result.
-Flow = Generator[httpx.Request, "Reply", T]
 
 #: Replies bigger than this are not read further: no answer of the API is near it.
 MAX_REPLY_BYTES = 64 * 1024
@@ -59,19 +50,10 @@ _USER_AGENT = f"st-middleware/{__version__}"
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What came back: status and (at most ``MAX_REPLY_BYTES`` of) the body."""
-
-    status: int
-    body: bytes = b""
-    truncated: bool = False
-
-
 class BodyCollector:
     """Collects a reply body with a size cap and an overall deadline.
 
-    The adapters feed it chunks as they arrive; it tells them when to stop.
+    The drivers feed it chunks as they arrive; it tells them when to stop.
     A body that never ends hits the deadline; a huge one, the cap.
     """
 
@@ -118,27 +100,20 @@ def _post(settings: Settings, path: str, payload: dict[str, Any], key: str | Non
     return httpx.Request("POST", settings.api_url + path, json=body, headers=headers)
 
 
-def _call(request: httpx.Request) -> Flow[Reply]:
+def _call(request: httpx.Request, endpoint: str) -> Flow[Reply]:
     """Send ``request``; retry once only if the connection was never made."""
     for attempt in (1, 2):
         try:
-            return (yield request)
+            reply: Reply = yield Send(request, endpoint)
+            return reply
         except _NOT_SENT as exc:
             if attempt == 2:
-                raise ServiceUnavailable(
-                    f"could not connect to Small Transfers ({type(exc).__name__})",
-                    code="unreachable",
-                ) from None
+                raise error_for_transport(type(exc).__name__, sent=False, timed_out=False) from None
         except httpx.TimeoutException as exc:
-            raise ServiceUnavailable(
-                f"Small Transfers did not answer in time ({type(exc).__name__})", code="timeout"
-            ) from None
+            raise error_for_transport(type(exc).__name__, sent=True, timed_out=True) from None
         except httpx.HTTPError as exc:
             # The request may have arrived: never sent again.
-            raise ServiceUnavailable(
-                f"connection to Small Transfers failed ({type(exc).__name__})",
-                code="connection_lost",
-            ) from None
+            raise error_for_transport(type(exc).__name__, sent=True, timed_out=False) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -151,7 +126,7 @@ def _decode(reply: Reply) -> Any:
         return None
 
 
-def _check(reply: Reply, *, with_token: bool) -> Any:
+def _check(reply: Reply, *, call: Call) -> Any:
     """The JSON body of a 2xx reply; otherwise the error it means."""
     data = _decode(reply)
     if 200 <= reply.status < 300:
@@ -165,7 +140,7 @@ def _check(reply: Reply, *, with_token: bool) -> Any:
                 break
     # The provider's text goes to the merchant's log only, cut short.
     text = f"Small Transfers answered {reply.status}" + (f": {detail[:200]}" if detail else "")
-    raise error_for_api_code(reply.status, code, text, with_token=with_token)
+    raise error_for_reply(reply.status, code, text, call=call)
 
 
 def exchange_code(settings: Settings, code: str) -> Flow[TokenGrant]:
@@ -176,17 +151,8 @@ def exchange_code(settings: Settings, code: str) -> Flow[TokenGrant]:
         {"grantType": "authorization_code", "authorizationCode": code},
         None,
     )
-    reply = yield from _call(request)
-    try:
-        data = _check(reply, with_token=False)
-    except ProtocolError as error:
-        if reply.status in (400, 404, 410, 422) and error.code not in (
-            "invalid_credentials",
-            "unauthenticated",
-        ):
-            # An unknown, reused or malformed code: the visitor starts again.
-            raise SignInFailed(error.detail, code="invalid_code") from None
-        raise
+    reply = yield from _call(request, "tokens")
+    data = _check(reply, call="exchange")
     if not isinstance(data, dict) or not isinstance(data.get("accessToken"), str):
         raise ProtocolError("token reply without accessToken", code="bad_reply")
     try:
@@ -199,8 +165,8 @@ def exchange_code(settings: Settings, code: str) -> Flow[TokenGrant]:
 def create_transaction(settings: Settings, token: str, micros: int, key: str) -> Flow[str | None]:
     """``POST /transactions``: charge ``micros`` now. Returns the id, if one is given."""
     request = _post(settings, "/transactions", {"accessToken": token, "amountMicros": micros}, key)
-    reply = yield from _call(request)
-    data = _check(reply, with_token=True)
+    reply = yield from _call(request, "transactions")
+    data = _check(reply, call="charge")
     charge_id = data.get("id") if isinstance(data, dict) else None
     return str(charge_id) if isinstance(charge_id, (str, int)) else None
 
@@ -213,8 +179,8 @@ def authorize_charge(settings: Settings, token: str, micros: int, key: str) -> F
         {"accessToken": token, "currency": "usd", "amountMicros": micros},
         key,
     )
-    reply = yield from _call(request)
-    data = _check(reply, with_token=True)
+    reply = yield from _call(request, "charges")
+    data = _check(reply, call="charge")
     charge_id = data.get("id") if isinstance(data, dict) else None
     if not isinstance(charge_id, (str, int)) or isinstance(charge_id, bool):
         # Money may be reserved, but without an id we cannot capture it.
@@ -232,8 +198,8 @@ def capture_charge(
         {"accessToken": token, "amountMicros": micros},
         key,
     )
-    reply = yield from _call(request)
-    _check(reply, with_token=True)
+    reply = yield from _call(request, "capture")
+    _check(reply, call="charge")
     return None
 
 

@@ -1,4 +1,4 @@
-"""The ASGI adapter: translates scope/messages <-> the core, one pooled client per event loop."""
+"""The ASGI adapter: scope/messages <-> the core, and the async driver of its flows."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import asyncio
 import inspect
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 import httpx
 
-from . import api
+from ._api import BodyCollector
 from ._base import BaseMiddleware
-from .answers import Answer
-from .config import check_transport
-from .core import Call, Forward, NeedsPrice, Respond
-from .request import Request, forwarded_origin
+from ._config import check_transport
+from ._core import Forward, Respond
+from ._effects import AskPricing, Flow, Reply, Run, Send
+from ._request import Request, forwarded_origin
 
 __all__ = ["SmallTransfersASGI"]
 
@@ -25,9 +25,10 @@ log = logging.getLogger("st_middleware")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ASGISend = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, ASGISend], Awaitable[None]]
 T = TypeVar("T")
+CUSTOMER, CHARGE = "smalltransfers.customer", "smalltransfers.charge"
 
 
 class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
@@ -36,7 +37,7 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
     Same keywords as :class:`~st_middleware.SmallTransfersWSGI`; ``pricing``
     may also be an ``async`` function. The app finds
     ``scope["smalltransfers.customer"]`` and ``scope["smalltransfers.charge"]``
-    on every HTTP request; lifespan and websocket scopes pass through.
+    on every HTTP request (in a copy of the scope); lifespan scopes pass through.
     """
 
     def _setup(self) -> None:
@@ -49,6 +50,10 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
+        self._handlers: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
+            Send: self._send,
+            AskPricing: self._ask_pricing,
+        }
 
     async def aclose(self) -> None:
         """Close this event loop's pooled connections to Small Transfers."""
@@ -58,7 +63,7 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
 
     # -- the request --------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
@@ -69,33 +74,22 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         if not scope.get("root_path") and self._core.plainly_free(
             scope.get("method", "GET"), scope["path"] or "/", cookie
         ):
-            scope["smalltransfers.customer"] = None
-            scope["smalltransfers.charge"] = None
+            await self.app({**scope, CUSTOMER: None, CHARGE: None}, receive, send)
+            return
+        decision = await self._run(self._core.handle(self._request(scope, cookie)))
+        if isinstance(decision, Respond):
+            answer = decision.answer
+            headers = [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers
+            ]
+            await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+            await send({"type": "http.response.body", "body": answer.body})
+            return
+        scope = {**scope, CUSTOMER: decision.customer, CHARGE: decision.charge}
+        if decision.plain:
             await self.app(scope, receive, send)
             return
-        request = self._request(scope, cookie)
-        core = self._core
-        step = core.begin(request)
-        if isinstance(step, NeedsPrice):
-            try:
-                raw: object = step.price_of(request)
-                if raw is not None and type(raw) is not int and inspect.isawaitable(raw):
-                    raw = await raw
-            except Exception as exc:
-                raw = exc
-            step = core.priced(step, raw)
-        if isinstance(step, Call):
-            step = await self._drive(step.flow)
-        if isinstance(step, Respond):
-            await _respond(step.answer, send)
-            return
-        assert isinstance(step, Forward)
-        scope["smalltransfers.customer"] = step.customer
-        scope["smalltransfers.charge"] = step.charge
-        if not step.set_cookies and step.capture is None:
-            await self.app(scope, receive, send)
-            return
-        await self._forward(step, scope, receive, send)
+        await self._forward(decision, scope, receive, send)
 
     def _request(self, scope: Scope, cookie: str) -> Request:
         host = accept = ""
@@ -114,14 +108,17 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             server = scope.get("server")
             host = f"{server[0]}:{server[1]}" if server else ""
         scheme = scope.get("scheme", "http")
-        client_addr = scope.get("client")
-        client = client_addr[0] if client_addr else None
-        trusted = self.settings.trusted_proxies
-        if trusted:
+        if self.settings.trusted_proxies:
+            client = scope.get("client")
             scheme, host = forwarded_origin(
-                scheme, host, client, trusted, forwarded_proto, forwarded_host
+                scheme,
+                host,
+                client[0] if client else None,
+                self.settings.trusted_proxies,
+                forwarded_proto,
+                forwarded_host,
             )
-        root_path = scope.get("root_path", "")
+        root_path = scope.get("root_path", "").rstrip("/")
         path = scope["path"]
         # ASGI servers put the mount prefix in `path` too: the app's own path is what follows.
         if root_path and (path == root_path or path.startswith(root_path + "/")):
@@ -135,39 +132,38 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             query_string=scope.get("query_string", b"").decode("latin-1"),
             cookie=cookie,
             accept=accept,
-            client=client,
             headers=lambda: _headers(scope),
         )
 
-    async def _forward(self, step: Forward, scope: Scope, receive: Receive, send: Send) -> None:
-        extra = [(b"set-cookie", cookie.encode("latin-1")) for cookie in step.set_cookies]
+    async def _forward(
+        self, forward: Forward, scope: Scope, receive: Receive, send: ASGISend
+    ) -> None:
         status: int | None = None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if extra:
-                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                message = {**message, "headers": _response_headers(forward, message)}
             await send(message)
 
-        if step.capture is None:
+        if forward.capture is None:
             await self.app(scope, receive, send_wrapper)
             return
         try:
             await self.app(scope, receive, send_wrapper)
         except BaseException:
             # The app raised (a visitor's hang-up it let through included): nothing is owed.
-            await self._capture(step, status, failed=True)
+            await self._after(forward, status, failed=True)
             raise
-        await self._capture(step, status, failed=False)
+        await self._after(forward, status, failed=False)
 
-    async def _capture(self, step: Forward, status: int | None, failed: bool) -> None:
-        flow = self._core.capture(step, status, failed)
+    async def _after(self, forward: Forward, status: int | None, failed: bool) -> None:
+        flow = self._core.after_response(forward, status, failed)
         if flow is None:
             return
         try:
-            await self._drive(flow)
+            await self._run(flow)
         except Exception:
             # The response is already out: a capture problem is logged, never raised.
             log.exception("capture could not be sent")
@@ -181,7 +177,16 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
 
         return lifespan_receive
 
-    # -- calls to Small Transfers ----------------------------------------------------
+    # -- the driver: carries out what a flow asks for ------------------------------
+
+    async def _run(self, flow: Flow[T]) -> T:
+        run = Run(flow)
+        for effect in run:
+            try:
+                run.result = await self._handlers[type(effect)](effect)
+            except BaseException as exc:
+                run.error = exc
+        return run.value
 
     def _client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -189,22 +194,6 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         if client is None:
             client = self._clients[loop] = httpx.AsyncClient(**self._client_kwargs)
         return client
-
-    async def _drive(self, flow: Generator[httpx.Request, api.Reply, T]) -> T:
-        """Run a flow of :mod:`.api` to its end with this loop's pooled client."""
-        client = self._client()
-        try:
-            request = next(flow)
-            while True:
-                try:
-                    reply = await self._send(client, request)
-                except httpx.HTTPError as exc:
-                    request = flow.throw(exc)
-                else:
-                    request = flow.send(reply)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
 
     def _gate(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -215,8 +204,8 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             gate = self._gates[loop] = asyncio.Semaphore(self.settings.max_connections)
         return gate
 
-    async def _send(self, client: httpx.AsyncClient, request: httpx.Request) -> api.Reply:
-        gate = self._gate()
+    async def _send(self, effect: Send) -> Reply:
+        client, gate = self._client(), self._gate()
         if gate.locked():
             try:
                 await asyncio.wait_for(gate.acquire(), self.settings.timeout)
@@ -226,9 +215,9 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         else:
             await gate.acquire()
         try:
-            response = await client.send(request, stream=True)
+            response = await client.send(effect.request, stream=True)
             try:
-                collector = api.BodyCollector(self.settings.timeout)
+                collector = BodyCollector(self.settings.timeout)
                 async for chunk in response.aiter_bytes():
                     if not collector.feed(chunk):
                         break
@@ -238,19 +227,21 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         finally:
             gate.release()
 
+    @staticmethod
+    async def _ask_pricing(effect: AskPricing) -> object:
+        raw = effect.rule.ask(effect.request)
+        if raw is not None and type(raw) is not int and inspect.isawaitable(raw):
+            raw = await raw
+        return raw
 
-async def _respond(answer: Answer, send: Send) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": answer.status,
-            "headers": [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in answer.headers
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": answer.body})
+
+def _response_headers(forward: Forward, start: Message) -> list[tuple[bytes, bytes]]:
+    """The app's response headers as the core wants them to go out (text in between)."""
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", ())]
+    return [
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in forward.response_headers(headers)
+    ]
 
 
 def _cookie_header(scope: Scope) -> str:

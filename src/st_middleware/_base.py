@@ -7,8 +7,8 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from .config import Settings
-from .core import Core
+from ._config import Settings
+from ._core import Core
 
 Pricing = Callable[..., Any] | Mapping[str, Any] | None
 AppT = TypeVar("AppT")

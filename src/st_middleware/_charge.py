@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Charge", "ChargeEvent", "ChargeMode", "Price"]
+__all__ = ["Charge", "ChargeEvent", "ChargeMode", "Outcome", "Price"]
 
 ChargeMode = Literal["transaction", "authorize-capture"]
 CHARGE_MODES: tuple[ChargeMode, ...] = ("transaction", "authorize-capture")
@@ -126,6 +126,7 @@ Outcome = Literal[
     "failed_open",  # same, but fail_open let the app run uncharged
     "protocol_error",  # our request was wrong (keys, payload, reply)
     "capture_failed",  # capture refused or unreachable after the response
+    "interrupted",  # the request was cancelled while the charge call was in flight
 ]
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from .charge import CHARGE_MODES, ChargeEvent, ChargeMode
-from .customer import Customer
-from .errors import ConfigurationError
-from .pricing import PriceRule, compile_pricing
+from ._charge import CHARGE_MODES, ChargeEvent, ChargeMode
+from ._customer import Customer
+from ._errors import ConfigurationError
+from ._pricing import PriceRule, compile_pricing
 
 __all__ = ["DEFAULT_BASE_URL", "Settings", "check_transport"]
 
@@ -27,10 +27,13 @@ MIN_SECRET_LENGTH = 32
 
 ChargeHook = Callable[[ChargeEvent], object]
 CustomerHook = Callable[[Customer], object]
+PreflightHeaders = Mapping[str, str] | Callable[[Any], Mapping[str, str] | None] | None
 
 
 def _default_failure(status: int) -> bool:
-    return status >= 400
+    # Errors, and redirects (a slash-fixing redirect delivers nothing worth
+    # paying for); 304 Not Modified confirms content the visitor holds.
+    return status >= 400 or (300 <= status < 400 and status != 304)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class Settings:
     on_charge_failed: ChargeHook | None = None
     on_sign_in: CustomerHook | None = None
     on_sign_out: CustomerHook | None = None
+    preflight_headers: PreflightHeaders = None
+    cache_paid_answers: bool = False
     transport: Any = field(default=None, repr=False)
 
     @property
@@ -131,8 +136,11 @@ class Settings:
         for name in ("secure_cookies",):
             if name in kwargs and kwargs[name] not in (None, True, False):
                 raise ConfigurationError(f"{name} must be None, True or False")
-        if "fail_open" in kwargs and not isinstance(kwargs["fail_open"], bool):
-            raise ConfigurationError("fail_open must be True or False")
+        for name in ("fail_open", "cache_paid_answers"):
+            if name in kwargs and not isinstance(kwargs[name], bool):
+                raise ConfigurationError(f"{name} must be True or False")
+        if "preflight_headers" in kwargs:
+            kwargs["preflight_headers"] = _preflight(kwargs["preflight_headers"])
         for name in ("cookie_name", "state_cookie_name"):
             if name in kwargs:
                 kwargs[name] = _cookie_name(kwargs[name], name)
@@ -290,6 +298,20 @@ def _proxies(value: object) -> frozenset[str]:
     if not all(isinstance(item, str) and item for item in items):
         raise ConfigurationError("trusted_proxies must be a list of client addresses, or '*'")
     return cast(frozenset[str], items)
+
+
+def _preflight(value: object) -> PreflightHeaders:
+    if value is None or callable(value):
+        return cast(PreflightHeaders, value)
+    if isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) and "\n" not in v and "\r" not in v
+        for k, v in value.items()
+    ):
+        return dict(value)
+    raise ConfigurationError(
+        "preflight_headers must be a mapping of header names to values, "
+        "or a callable (request) -> mapping"
+    )
 
 
 def check_transport(transport: object, kind: type[Any], adapter: str) -> None:

@@ -1,14 +1,20 @@
 """Every error the middleware can raise or answer with, and what each one means.
 
-Each error type carries a stable ``code`` (safe to match on, safe to show) and
-the HTTP ``status`` a visitor gets for it. The rule of the contract lives in
-:func:`error_for_api_code`: which answer a Small Transfers error code turns into.
-Nothing here ever holds a secret, a token, a code or a cookie value.
+Each error type carries a stable ``code`` (safe to match on, safe to show), the
+HTTP ``status`` a visitor gets for it and, for the errors a charge can end
+in, the ``outcome`` logged and handed to ``on_charge_failed``. The whole
+policy "which failure means 401, 402, 502 or 503" is this module:
+:func:`error_for_reply` reads a Small Transfers error reply and
+:func:`error_for_transport` a failed send. Nothing here ever holds a secret,
+a token, a code or a cookie value.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
+    "BadRequest",
     "ChargeRefused",
     "ConfigurationError",
     "CookieTooLarge",
@@ -19,8 +25,12 @@ __all__ = [
     "SignInFailed",
     "SignInRequired",
     "SmallTransfersError",
-    "error_for_api_code",
+    "error_for_reply",
+    "error_for_transport",
 ]
+
+#: How a charge ended, when it did not go as intended (see ``ChargeEvent.outcome``).
+FailedOutcome = Literal["refused", "session_invalid", "unavailable", "protocol_error"]
 
 
 class SmallTransfersError(Exception):
@@ -30,6 +40,8 @@ class SmallTransfersError(Exception):
     status: int = 500
     #: A short, visitor-safe title for pages and problem+json.
     title: str = "Something went wrong"
+    #: What a charge that ends in this error is reported as.
+    outcome: FailedOutcome = "protocol_error"
 
     def __init__(self, detail: str = "", *, code: str | None = None) -> None:
         super().__init__(detail or self.title)
@@ -55,12 +67,21 @@ class CookieTooLarge(SmallTransfersError):
     title = "Session too large"
 
 
+class BadRequest(SmallTransfersError):
+    """A request no router would read the same way: control characters, bad encoding."""
+
+    code = "invalid_path"
+    status = 400
+    title = "Bad request"
+
+
 class SignInRequired(SmallTransfersError):
     """A priced request from a visitor with no valid session."""
 
     code = "sign_in_required"
     status = 401
     title = "Sign in to continue"
+    outcome: FailedOutcome = "session_invalid"
 
 
 class SessionInvalid(SignInRequired):
@@ -79,6 +100,7 @@ class ChargeRefused(SmallTransfersError):
     code = "charge_refused"
     status = 402
     title = "Payment required"
+    outcome: FailedOutcome = "refused"
 
 
 class ServiceUnavailable(SmallTransfersError):
@@ -87,6 +109,7 @@ class ServiceUnavailable(SmallTransfersError):
     code = "service_unavailable"
     status = 503
     title = "Payments are temporarily unavailable"
+    outcome: FailedOutcome = "unavailable"
 
     #: Seconds a client should wait before retrying (the ``Retry-After`` header).
     retry_after: int = 5
@@ -113,7 +136,7 @@ class SignInFailed(SmallTransfersError):
 
 
 class PricingError(SmallTransfersError):
-    """The merchant's pricing callable returned something that is not a price."""
+    """The merchant's pricing callable raised or returned something that is not a price."""
 
     code = "pricing_error"
     status = 500
@@ -146,17 +169,23 @@ _BY_CODE: dict[str, type[SmallTransfersError]] = {
     "charge_expired": ProtocolError,
     "charge_voided": ProtocolError,
 }
+#: The merchant's keys were refused: never the visitor's doing, whatever the call.
+_KEYS_REFUSED = frozenset({"unauthenticated", "invalid_credentials"})
+
+Call = Literal["exchange", "charge"]
 
 
-def error_for_api_code(
-    status: int, code: str | None, detail: str, *, with_token: bool
+def error_for_reply(
+    status: int, code: str | None, detail: str, *, call: Call
 ) -> SmallTransfersError:
     """The error a Small Transfers error reply means for the visitor.
 
     A known ``code`` decides. Without one (the seed-era API answered only a
     ``message``), the status does: 5xx is an outage, 402 a refusal, and a
-    401/403 to a call that carried the customer's token (``with_token``) means
-    the session is no longer valid; anything else is a protocol error.
+    401/403 to a call that carried the customer's token (a ``"charge"``)
+    means the session is no longer valid; anything else is a protocol error.
+    At the code ``"exchange"``, a refused code (400/404/410/422 that is not a
+    key problem) means the visitor starts the sign-in again.
     """
     kind = _BY_CODE.get(code or "")
     if kind is None:
@@ -164,8 +193,34 @@ def error_for_api_code(
             kind = ServiceUnavailable
         elif status == 402:
             kind = ChargeRefused
-        elif status in (401, 403) and with_token:
+        elif status in (401, 403) and call == "charge":
             kind = SessionInvalid
         else:
             kind = ProtocolError
+    if (
+        call == "exchange"
+        and kind is ProtocolError
+        and status in (400, 404, 410, 422)
+        and code not in _KEYS_REFUSED
+    ):
+        return SignInFailed(detail, code="invalid_code")
     return kind(detail, code=code or kind.code)
+
+
+def error_for_transport(name: str, *, sent: bool, timed_out: bool) -> ServiceUnavailable:
+    """The error a failed send means: always an outage, told apart for the log.
+
+    ``sent`` is whether the request may have reached Small Transfers (then it
+    is never sent again).
+    """
+    if not sent:
+        return ServiceUnavailable(
+            f"could not connect to Small Transfers ({name})", code="unreachable"
+        )
+    if timed_out:
+        return ServiceUnavailable(
+            f"Small Transfers did not answer in time ({name})", code="timeout"
+        )
+    return ServiceUnavailable(
+        f"connection to Small Transfers failed ({name})", code="connection_lost"
+    )

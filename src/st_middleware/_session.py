@@ -40,10 +40,10 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .config import Settings
-from .customer import Customer
-from .errors import CookieTooLarge
-from .request import Request, cookie_values, is_loopback_host
+from ._config import Settings
+from ._customer import Customer
+from ._errors import CookieTooLarge
+from ._request import Request, cookie_values, is_loopback_host
 
 __all__ = ["Cookies", "Session", "SignInState"]
 
@@ -80,9 +80,16 @@ def derive_key(secret: str, purpose: str, generation: int = 0) -> bytes:
 class Sealer:
     """Seals and opens JSON payloads for one purpose (keys built once, here)."""
 
-    __slots__ = ("_older", "_primary")
+    __slots__ = ("_clock", "_older", "_primary")
 
-    def __init__(self, secrets: tuple[str, ...], purpose: str, generation: int = 0) -> None:
+    def __init__(
+        self,
+        secrets: tuple[str, ...],
+        purpose: str,
+        generation: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
         fernets = [Fernet(derive_key(secret, purpose, generation)) for secret in secrets]
         self._primary = fernets[0]
         # Retired secrets only open; a hit there asks for a re-seal.
@@ -94,11 +101,15 @@ class Sealer:
             separators=(",", ":"),
             ensure_ascii=False,  # \uXXXX would take 6 bytes where UTF-8 takes 2-3
         )
-        return self._primary.encrypt_at_time(body.encode("utf-8"), int(time.time())).decode("ascii")
+        return self._primary.encrypt_at_time(body.encode("utf-8"), int(self._clock())).decode(
+            "ascii"
+        )
 
     def open(self, token: str, max_age: int, now: int) -> tuple[Any, int, bool] | None:
         """``(data, issued_at, sealed_by_older_secret)``, or ``None`` if it does not open."""
-        if not _TOKEN_SHAPE.fullmatch(token):
+        # Fernet issues padded tokens; recent cryptography also opens them with
+        # the padding dropped. Only the exact form we issued opens.
+        if len(token) % 4 or not _TOKEN_SHAPE.fullmatch(token):
             return None
         raw = token.encode("ascii")
         stale = False
@@ -143,13 +154,13 @@ class SignInState:
     next_path: str
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class SessionRead:
-    """The result of looking for the session cookie on a request."""
+    """The result of looking for the session cookie on a request (immutable: shared)."""
 
     session: Session | None = None
     #: Set-Cookie header values the response must carry (clear or re-seal).
-    set_cookies: list[str] = field(default_factory=list)
+    set_cookies: tuple[str, ...] = ()
 
 
 _NO_SESSION = SessionRead()
@@ -158,14 +169,15 @@ _NO_SESSION = SessionRead()
 class Cookies:
     """Reads and writes the session and state cookies for one middleware instance."""
 
-    __slots__ = ("_max_age", "_names", "_opened", "_session", "_settings", "_state")
+    __slots__ = ("_clock", "_max_age", "_names", "_opened", "_session", "_settings", "_state")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
+        self._clock = clock
         self._max_age = settings.session_max_age
         generation = settings.session_generation
-        self._session = Sealer(settings.session_secrets, "session", generation)
-        self._state = Sealer(settings.session_secrets, "sign-in-state", generation)
+        self._session = Sealer(settings.session_secrets, "session", generation, clock)
+        self._state = Sealer(settings.session_secrets, "sign-in-state", generation, clock)
         #: Session cookies already opened (value -> session, sealed by an older secret).
         self._opened: dict[str, tuple[Session, bool]] = {}
         self._names = {
@@ -197,15 +209,15 @@ class Cookies:
         if not values:
             return _NO_SESSION
         if len(set(values)) > 1:
-            return SessionRead(None, [_render(name, "", 0, secure)])
-        now = int(time.time()) if now is None else now
+            return SessionRead(None, (_render(name, "", 0, secure),))
+        now = int(self._clock()) if now is None else now
         session, stale = self._open_session(values[0], now)
         reject = self._settings.reject_session
         if session is None or (reject is not None and _rejected(reject, session)):
-            return SessionRead(None, [_render(name, "", 0, secure)])
+            return SessionRead(None, (_render(name, "", 0, secure),))
         if stale:
             # Opened by a retired secret: re-seal under the current one, same iat.
-            return SessionRead(session, [self._render_session(session, name, secure, now)])
+            return SessionRead(session, (self._render_session(session, name, secure, now),))
         return SessionRead(session)
 
     def _open_session(self, value: str, now: int) -> tuple[Session | None, bool]:
@@ -272,7 +284,7 @@ class Cookies:
         """A fresh random state and the Set-Cookie value that remembers it."""
         state = SignInState(_secrets.token_urlsafe(24), next_path)
         name, secure = self._name(self._settings.state_cookie_name, request)
-        value = self._state.seal({"s": state.state, "n": next_path}, int(time.time()))
+        value = self._state.seal({"s": state.state, "n": next_path}, int(self._clock()))
         return state, _render(name, value, STATE_MAX_AGE, secure)
 
     def read_state(self, request: Request, now: int | None = None) -> SignInState | None:
@@ -281,7 +293,7 @@ class Cookies:
         values = cookie_values(request.cookie, name)
         if len(values) != 1:
             return None
-        now = int(time.time()) if now is None else now
+        now = int(self._clock()) if now is None else now
         opened = self._state.open(values[0], STATE_MAX_AGE, now)
         if opened is None:
             return None

@@ -1,22 +1,22 @@
-"""The WSGI adapter: translates environ <-> the core, sends calls with a pooled sync client."""
+"""The WSGI adapter: environ <-> the core, and the synchronous driver of its flows."""
 
 from __future__ import annotations
 
 import http
 import logging
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
-from . import api
+from ._api import BodyCollector
 from ._base import BaseMiddleware
-from .answers import Answer
-from .config import check_transport
-from .core import Call, Forward, NeedsPrice, Respond
-from .errors import ConfigurationError
-from .request import Request, forwarded_origin
+from ._config import check_transport
+from ._core import Forward, Respond
+from ._effects import AskPricing, Flow, Reply, Run, Send
+from ._errors import ConfigurationError
+from ._request import Request, forwarded_origin
 
 __all__ = ["SmallTransfersWSGI"]
 
@@ -26,6 +26,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 T = TypeVar("T")
+CUSTOMER, CHARGE = "smalltransfers.customer", "smalltransfers.charge"
 
 
 class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
@@ -46,6 +47,10 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
             )
         check_transport(self.settings.transport, httpx.BaseTransport, "SmallTransfersWSGI")
         self._client = httpx.Client(**self._client_options())
+        self._handlers: dict[type[Any], Callable[[Any], Any]] = {
+            Send: self._send,
+            AskPricing: self._ask_pricing,
+        }
 
     def close(self) -> None:
         """Close the pooled connections to Small Transfers."""
@@ -54,46 +59,36 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
     # -- the request --------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        if path.isascii() and self._core.plainly_free(
-            environ.get("REQUEST_METHOD", "GET"), path, environ.get("HTTP_COOKIE", "")
+        if self._core.plainly_free(
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("PATH_INFO") or "/",
+            environ.get("HTTP_COOKIE", ""),
         ):
-            environ["smalltransfers.customer"] = None
-            environ["smalltransfers.charge"] = None
+            environ[CUSTOMER] = environ[CHARGE] = None
             return self.app(environ, start_response)
-        request = self._request(environ)
-        core = self._core
-        step = core.begin(request)
-        if isinstance(step, NeedsPrice):
-            try:
-                raw: object = step.price_of(request)
-            except Exception as exc:
-                raw = exc
-            step = core.priced(step, raw)
-        if isinstance(step, Call):
-            step = self._drive(step.flow)
-        if isinstance(step, Respond):
-            return _respond(step.answer, start_response)
-        assert isinstance(step, Forward)
-        environ["smalltransfers.customer"] = step.customer
-        environ["smalltransfers.charge"] = step.charge
-        if not step.set_cookies and step.capture is None:
+        decision = self._run(self._core.handle(self._request(environ)))
+        if isinstance(decision, Respond):
+            answer = decision.answer
+            start_response(
+                f"{answer.status} {http.HTTPStatus(answer.status).phrase}", answer.headers
+            )
+            return [answer.body]
+        environ[CUSTOMER], environ[CHARGE] = decision.customer, decision.charge
+        if decision.plain:
             return self.app(environ, start_response)
-        return self._forward(step, environ, start_response)
+        return self._forward(decision, environ, start_response)
 
     def _request(self, environ: Mapping[str, Any]) -> Request:
         scheme = environ.get("wsgi.url_scheme", "http")
         host = environ.get("HTTP_HOST") or (
             f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
         )
-        client = environ.get("REMOTE_ADDR")
-        trusted = self.settings.trusted_proxies
-        if trusted:
+        if self.settings.trusted_proxies:
             scheme, host = forwarded_origin(
                 scheme,
                 host,
-                client,
-                trusted,
+                environ.get("REMOTE_ADDR"),
+                self.settings.trusted_proxies,
                 environ.get("HTTP_X_FORWARDED_PROTO"),
                 environ.get("HTTP_X_FORWARDED_HOST"),
             )
@@ -106,68 +101,61 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
             query_string=environ.get("QUERY_STRING", ""),
             cookie=environ.get("HTTP_COOKIE", ""),
             accept=environ.get("HTTP_ACCEPT", ""),
-            client=client,
             headers=lambda: _headers(environ),
         )
 
     def _forward(
-        self, step: Forward, environ: dict[str, Any], start_response: StartResponse
+        self, forward: Forward, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:
-        extra = [("Set-Cookie", cookie) for cookie in step.set_cookies]
         seen: list[int] = []
 
         def start(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
             seen.append(int(status[:3]))
-            return start_response(status, headers + extra if extra else headers, exc_info)
+            return start_response(status, forward.response_headers(headers), exc_info)
 
-        if step.capture is None:
+        if forward.capture is None:
             return self.app(environ, start)
         try:
             body = self.app(environ, start)
         except BaseException:
-            self._capture(step, seen, failed=True)
+            self._after(forward, seen, failed=True)
             raise
-        return _ClosingBody(body, lambda failed: self._capture(step, seen, failed))
+        return _ClosingBody(body, lambda failed: self._after(forward, seen, failed))
 
-    def _capture(self, step: Forward, seen: list[int], failed: bool) -> None:
-        flow = self._core.capture(step, seen[-1] if seen else None, failed)
+    def _after(self, forward: Forward, seen: list[int], failed: bool) -> None:
+        flow = self._core.after_response(forward, seen[-1] if seen else None, failed)
         if flow is None:
             return
         try:
-            self._drive(flow)
+            self._run(flow)
         except Exception:
             # The response is already out: a capture problem is logged, never raised.
             log.exception("capture could not be sent")
 
-    # -- calls to Small Transfers ----------------------------------------------------
+    # -- the driver: carries out what a flow asks for ------------------------------
 
-    def _drive(self, flow: Generator[httpx.Request, api.Reply, T]) -> T:
-        """Run a flow of :mod:`.api` to its end with the pooled sync client."""
-        try:
-            request = next(flow)
-            while True:
-                try:
-                    reply = self._send(request)
-                except httpx.HTTPError as exc:
-                    request = flow.throw(exc)
-                else:
-                    request = flow.send(reply)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+    def _run(self, flow: Flow[T]) -> T:
+        run = Run(flow)
+        for effect in run:
+            run.settle(self._handlers[type(effect)], effect)
+        return run.value
 
-    def _send(self, request: httpx.Request) -> api.Reply:
-        response = self._client.send(request, stream=True)
+    def _send(self, effect: Send) -> Reply:
+        response = self._client.send(effect.request, stream=True)
         try:
-            collector = api.BodyCollector(self.settings.timeout)
+            collector = BodyCollector(self.settings.timeout)
             for chunk in response.iter_bytes():
                 if not collector.feed(chunk):
                     break
             return collector.reply(response.status_code)
         finally:
             response.close()
+
+    @staticmethod
+    def _ask_pricing(effect: AskPricing) -> object:
+        return effect.rule.ask(effect.request)
 
 
 class _ClosingBody:
@@ -189,6 +177,10 @@ class _ClosingBody:
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._body
+        except GeneratorExit:
+            # The server stopped reading (the visitor hung up): not the app's
+            # failure. The work so far was done, and close() captures it.
+            raise
         except BaseException:
             self._failed = True
             raise
@@ -208,17 +200,19 @@ class _ClosingBody:
             self._on_close(self._failed)
 
 
-def _respond(answer: Answer, start_response: StartResponse) -> list[bytes]:
-    status = f"{answer.status} {http.HTTPStatus(answer.status).phrase}"
-    start_response(status, answer.headers)
-    return [answer.body]
-
-
 def _text(value: str) -> str:
-    """A WSGI path (bytes carried as latin-1) as the text ASGI would give: UTF-8 decoded."""
+    """A WSGI path (bytes carried as latin-1) as the text ASGI would give: UTF-8 decoded.
+
+    Bytes that are not UTF-8 become U+FFFD, as ASGI servers make them, and the
+    core refuses the path.
+    """
     if value.isascii():
         return value
-    return value.encode("latin-1", "replace").decode("utf-8", "replace")
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value  # a server that already decoded it
+    return raw.decode("utf-8", "replace")
 
 
 def _headers(environ: Mapping[str, Any]) -> dict[str, str]:

@@ -145,13 +145,23 @@ async def async_signed_in_client(
         yield client
 
 
-def new_customer(emulator: Emulator, *, limit_micros: int = 1_000_000) -> EmulatorCustomer:
-    """A fresh test customer with a spending limit (default 1 USD)."""
+def new_customer(
+    emulator: Emulator,
+    *,
+    limit_micros: int = 1_000_000,
+    first_name: str = "Test",
+    last_name: str | None = None,
+    email: str | None = None,
+) -> EmulatorCustomer:
+    """A fresh test customer with a spending limit (default 1 USD).
+
+    Names default to unique ones, so each test reads a ledger of its own.
+    """
     tag = secrets.token_hex(4)
     return emulator.create_customer(
-        first_name="Test",
-        last_name=f"Customer {tag}",
-        email=f"test-{tag}@example.com",
+        first_name=first_name,
+        last_name=last_name if last_name is not None else f"Customer {tag}",
+        email=email if email is not None else f"test-{tag}@example.com",
         limit_micros=limit_micros,
     )
 

@@ -35,6 +35,8 @@ import pytest
 import webtest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from helpers import hidden_fields
+from st_middleware import testing as kit
 from st_middleware.emulator import Customer, Emulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,18 +202,36 @@ def sign_out_action(html: str) -> str:
 
 def new_customer(emu: Emulator, limit_micros: int = 1_000_000) -> Customer:
     tag = os.urandom(3).hex()
-    return emu.create_customer("Ada", f"Lovelace {tag}", f"ada-{tag}@example.com", limit_micros)
+    return kit.new_customer(
+        emu,
+        limit_micros=limit_micros,
+        first_name="Ada",
+        last_name=f"Lovelace {tag}",
+        email=f"ada-{tag}@example.com",
+    )
 
 
 def charges(emu: Emulator, customer: Customer) -> list[tuple[str, str, int]]:
-    return [(row.kind, row.state, row.captured_micros) for row in emu.ledger(customer.id)]
+    return [(row.kind, row.state, row.captured_micros) for row in kit.ledger(emu, customer)]
+
+
+def press(emu: Emulator, authorize_url: str, decision: str, **fields: str) -> httpx.Response:
+    """Open the emulator's authorize page as a browser would and press ``decision``.
+
+    The page's form carries a token bound to this browser (CSRF): the post must
+    come from the page, with its hidden fields and cookie.
+    """
+    assert authorize_url.startswith(f"{emu.url}/customer/authorize?"), authorize_url
+    with httpx.Client(timeout=5, follow_redirects=False) as browser:
+        page = browser.get(authorize_url)
+        assert page.status_code == 200, page.text
+        form = {**hidden_fields(page.text), "decision": decision, **fields}
+        return browser.post(f"{emu.url}/customer/authorize", data=form)
 
 
 def allow(emu: Emulator, authorize_url: str, customer: Customer) -> str:
     """Press *Allow* on the emulator's authorize page as ``customer``; the callback URL."""
-    assert authorize_url.startswith(f"{emu.url}/customer/authorize?"), authorize_url
-    form = {**query(authorize_url), "decision": "allow", "customer_id": customer.id}
-    answer = httpx.post(f"{emu.url}/customer/authorize", data=form)
+    answer = press(emu, authorize_url, "allow", customer_id=customer.id)
     assert answer.status_code == 303, answer.text
     return str(answer.headers["location"])
 
@@ -280,9 +300,8 @@ def visitor_who_denies_returns_to_the_page_signed_out(
     prefix = visitor.prefix
     start = visitor.get(sign_in_button(visitor.get(prefix + paid_path).text))
     assert start.location is not None
-    form = {**query(start.location), "decision": "deny"}
-    denied = httpx.post(f"{emu.url}/customer/authorize", data=form)
-    assert denied.status_code == 303
+    denied = press(emu, start.location, "deny")
+    assert denied.status_code == 303, denied.text
     callback = urlsplit(denied.headers["location"])
     assert callback.path == prefix + CALLBACK
     assert query(denied.headers["location"])["error"] == "access_denied"

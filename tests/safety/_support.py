@@ -36,6 +36,8 @@ import webtest
 
 from helpers import SetCookie  # one Set-Cookie parser for every suite
 from st_middleware import SmallTransfersASGI, SmallTransfersWSGI
+from st_middleware import testing as kit
+from st_middleware._core import Core
 from st_middleware.emulator.records import is_loopback_uri
 
 SECRET = "safety-suite-session-secret-0123456789-abcdef"
@@ -381,7 +383,11 @@ class Driver:
         self.sends = SendLog()
         self._pool = ThreadPoolExecutor(max_workers=4)
         options.setdefault("transport", counting_transport(self.sends))
+        clock = options.pop("clock", None)
         self.mw = wrap(recording_app(self.log), **emulator_keywords(emu, **options))
+        if clock is not None:
+            # The core's clock comes through its constructor (no module patching).
+            self.mw._core = Core(self.mw.settings, clock=clock)
 
     def request(
         self,
@@ -559,11 +565,12 @@ def sign_in(driver: Driver, emu: Any, customer: Any, **where: Any) -> SetCookie:
 
 
 def new_customer(emu: Any, limit_micros: int = 1_000_000) -> Any:
-    return emu.create_customer(
+    return kit.new_customer(
+        emu,
+        limit_micros=limit_micros,
         first_name="Safety",
         last_name="Suite",
         email="safety@example.com",
-        limit_micros=limit_micros,
     )
 
 

@@ -20,13 +20,10 @@
 
 from __future__ import annotations
 
-import importlib
 import time
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 
@@ -62,13 +59,11 @@ class Clock:
 
 @contextmanager
 def frozen_clock() -> Iterator[Clock]:
-    """The middleware's clock (sealing, opening, sign-in time), moved by hand."""
-    clock = Clock()
-    fake = types.SimpleNamespace(time=clock.time, monotonic=time.monotonic)
-    session_module = importlib.import_module("st_middleware.session")
-    core_module = importlib.import_module("st_middleware.core")
-    with patch.object(session_module, "time", fake), patch.object(core_module, "time", fake):
-        yield clock
+    """The middleware's clock (sealing, opening, sign-in time), moved by hand.
+
+    Drivers built with ``clock=clock.time`` get it through the core's constructor.
+    """
+    yield Clock()
 
 
 def _check_flags(cookie: SetCookie, secure: bool) -> None:
@@ -268,9 +263,11 @@ def test_absolute_lifetime_is_never_extended_by_a_reseal(make: Any, emu: Any) ->
     max_age = 1000
     with frozen_clock() as clock:
         t0 = clock.now
-        old = make(session_max_age=max_age)
-        new = make(session_max_age=max_age, session_secret=[NEW_SECRET, SECRET])
-        newer = make(session_max_age=max_age, session_secret=[NEWER_SECRET, NEW_SECRET])
+        old = make(clock=clock.time, session_max_age=max_age)
+        new = make(clock=clock.time, session_max_age=max_age, session_secret=[NEW_SECRET, SECRET])
+        newer = make(
+            clock=clock.time, session_max_age=max_age, session_secret=[NEWER_SECRET, NEW_SECRET]
+        )
         customer = new_customer(emu)
         c0 = sign_in(old, emu, customer)
         assert c0.attrs["max-age"] == str(max_age)
@@ -311,8 +308,8 @@ def test_reseal_max_age_is_what_is_left(make: Any, emu: Any, offset: int) -> Non
     max_age = 1000
     with frozen_clock() as clock:
         t0 = clock.now
-        old = make(session_max_age=max_age)
-        new = make(session_max_age=max_age, session_secret=[NEW_SECRET, SECRET])
+        old = make(clock=clock.time, session_max_age=max_age)
+        new = make(clock=clock.time, session_max_age=max_age, session_secret=[NEW_SECRET, SECRET])
         c0 = sign_in(old, emu, new_customer(emu))
         clock.now = t0 + offset
         resealed = new.get("/free", cookie=c0.pair).session
@@ -376,7 +373,9 @@ def test_reject_session_hook_refuses_a_cookie_replayed_after_sign_out(make: Any,
     with frozen_clock() as clock:
         t0 = clock.now
         merchant = SignOutLedger(clock)
-        driver = make(on_sign_out=merchant.on_sign_out, reject_session=merchant.reject)
+        driver = make(
+            clock=clock.time, on_sign_out=merchant.on_sign_out, reject_session=merchant.reject
+        )
         customer = new_customer(emu)
         cookie = sign_in(driver, emu, customer)
         stolen = cookie.pair
@@ -468,8 +467,9 @@ def test_a_slow_reseal_during_rotation_is_caught_by_the_reject_hook(make: Any, e
     with frozen_clock() as clock:
         t0 = clock.now
         merchant = SignOutLedger(clock)
-        old = make()
+        old = make(clock=clock.time)
         rotated = make(
+            clock=clock.time,
             session_secret=[NEW_SECRET, SECRET],
             on_sign_out=merchant.on_sign_out,
             reject_session=merchant.reject,
