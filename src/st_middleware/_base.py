@@ -1,4 +1,4 @@
-"""What both adapters share at construction: settings, the core, the HTTP client options."""
+"""What both adapters share at construction: every option, the settings, the core."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from ._config import Settings
+from ._charge import ChargeEvent, ChargeMode
+from ._config import PreflightHeaders, Settings
 from ._core import Core
+from ._customer import Customer
 
 Pricing = Callable[..., Any] | Mapping[str, Any] | None
 AppT = TypeVar("AppT")
@@ -30,8 +32,87 @@ class BaseMiddleware(Generic[AppT]):
         session_secret: str | Sequence[str] | None = None,
         base_url: str | None = None,
         pricing: Pricing = None,
-        **options: Any,
+        charge_mode: ChargeMode = "transaction",
+        failure_status: Callable[[int], bool] | None = None,
+        fail_open: bool = False,
+        cache_paid_answers: bool = False,
+        preflight_headers: PreflightHeaders = None,
+        session_max_age: int = 30 * 24 * 3600,
+        session_generation: int = 0,
+        reject_session: Callable[[Customer, int], bool] | None = None,
+        secure_cookies: bool | None = None,
+        cookie_name: str = "st_session",
+        state_cookie_name: str = "st_state",
+        sign_in_path: str = "/smalltransfers/sign-in",
+        callback_path: str = "/smalltransfers/callback",
+        sign_out_path: str = "/smalltransfers/sign-out",
+        redirect_uri: str | None = None,
+        scope: str = "add-charge",
+        trusted_proxies: str | Sequence[str] = (),
+        timeout: float = 10.0,
+        retry_after: int = 5,
+        max_connections: int = 4,
+        transport: Any = None,
+        on_charge: Callable[[ChargeEvent], object] | None = None,
+        on_charge_failed: Callable[[ChargeEvent], object] | None = None,
+        on_sign_in: Callable[[Customer], object] | None = None,
+        on_sign_out: Callable[[Customer], object] | None = None,
+        **misspelled: Any,
     ) -> None:
+        """Wrap ``app`` (positional) and charge its visitors through Small Transfers.
+
+        Keys (each left ``None`` is read from its environment variable):
+
+        - ``publishable_key`` (``SMALL_TRANSFERS_PUBLISHABLE_KEY``), ``secret_key``
+          (``SMALL_TRANSFERS_SECRET_KEY``): the merchant keys (``pk_...``, ``sk_...``).
+        - ``session_secret`` (``SMALL_TRANSFERS_SESSION_SECRET``, comma-separated):
+          at least 32 characters, or a list: the first seals cookies, all open them.
+        - ``base_url`` (``SMALL_TRANSFERS_BASE_URL``): the Small Transfers site,
+          default ``https://test.smalltransfers.com`` for ``pk_test_`` keys, else
+          ``https://smalltransfers.com``; the emulator's URL in development.
+
+        What is charged:
+
+        - ``pricing``: a mapping of rules (``{"/paid": 3000, "/api/*": 500,
+          "POST /x": 100}``, micros) or a callable ``(request) -> micros | Price | None``.
+        - ``charge_mode``: ``"transaction"`` (charge before the app runs) or
+          ``"authorize-capture"`` (authorize the price, capture what the app used).
+        - ``failure_status``: ``(status) -> bool``, app statuses not captured
+          (default: errors and redirects).
+        - ``fail_open``: on an outage of Small Transfers, run the app uncharged
+          instead of answering 503.
+        - ``cache_paid_answers``: let priced answers keep the app's caching headers.
+        - ``preflight_headers``: headers (or ``(request) -> headers``) of the 204
+          the middleware gives an OPTIONS request to a priced path (CORS).
+
+        Sessions and routes:
+
+        - ``session_max_age`` (seconds from sign-in), ``session_generation`` (bump
+          to sign everybody out), ``reject_session`` (``(customer, issued_at) -> bool``).
+        - ``secure_cookies`` (``None``: Secure except plain http on loopback),
+          ``cookie_name``, ``state_cookie_name``.
+        - ``sign_in_path``, ``callback_path``, ``sign_out_path``: the middleware's
+          routes; ``redirect_uri``: the registered callback URL when it cannot be
+          built from the request; ``scope``: the permission asked at sign-in.
+        - ``trusted_proxies``: client addresses whose ``X-Forwarded-Proto/-Host``
+          are believed (``"*"``: any).
+
+        Calls to Small Transfers and hooks:
+
+        - ``timeout`` (seconds per call), ``retry_after`` (seconds in 503 answers),
+          ``max_connections`` (kept-alive connections per worker or event loop),
+          ``transport`` (an ``httpx`` transport, sync for WSGI, async for ASGI).
+        - ``on_charge``, ``on_charge_failed`` (``ChargeEvent``), ``on_sign_in``,
+          ``on_sign_out`` (``Customer``): plain functions, run inline.
+
+        A misspelled keyword fails at construction with a suggestion.
+        """
+        options = {
+            name: value
+            for name, value in locals().items()
+            if name not in _NOT_OPTIONS and not (name == "failure_status" and value is None)
+        }
+        options.update(misspelled)
         self.app = app
         self.settings = Settings.from_options(
             publishable_key=publishable_key,
@@ -48,7 +129,7 @@ class BaseMiddleware(Generic[AppT]):
         """Adapter-specific checks and clients (called at the end of ``__init__``)."""
 
     def _client_options(self) -> dict[str, Any]:
-        """Options for the one pooled client: explicit timeouts, a small kept-alive pool."""
+        """Options for the one pooled client: explicit timeouts, a kept-alive pool."""
         settings = self.settings
         timeout = settings.timeout
         options: dict[str, Any] = {
@@ -64,6 +145,13 @@ class BaseMiddleware(Generic[AppT]):
             options["transport"] = settings.transport
         return options
 
+    def __getattr__(self, name: str) -> Any:
+        # What routers and frameworks look up on an app (Starlette's `routes`
+        # for url_for through a mount, for instance) is the wrapped app's.
+        if name.startswith("_") or name in ("app", "settings"):
+            raise AttributeError(name)
+        return getattr(self.app, name)
+
     def __repr__(self) -> str:
         # What it wraps and where it charges, never a secret.
         settings = self.settings
@@ -72,3 +160,17 @@ class BaseMiddleware(Generic[AppT]):
             f"publishable_key={settings.publishable_key!r}, base_url={settings.base_url!r}, "
             f"charge_mode={settings.charge_mode!r})"
         )
+
+
+_NOT_OPTIONS = frozenset(
+    {
+        "self",
+        "app",
+        "misspelled",
+        "publishable_key",
+        "secret_key",
+        "session_secret",
+        "base_url",
+        "pricing",
+    }
+)

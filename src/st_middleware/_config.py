@@ -7,7 +7,9 @@ both the keyword and the variable, never on a visitor's request.
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import logging
 import os
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,9 +22,12 @@ from ._customer import Customer
 from ._errors import ConfigurationError
 from ._pricing import PriceRule, compile_pricing
 
-__all__ = ["DEFAULT_BASE_URL", "Settings", "check_transport"]
+__all__ = ["DEFAULT_BASE_URL", "TEST_BASE_URL", "Settings", "check_transport"]
+
+log = logging.getLogger("st_middleware")
 
 DEFAULT_BASE_URL = "https://smalltransfers.com"
+TEST_BASE_URL = "https://test.smalltransfers.com"
 MIN_SECRET_LENGTH = 32
 
 ChargeHook = Callable[[ChargeEvent], object]
@@ -97,15 +102,15 @@ class Settings:
     ) -> Settings:
         """Validate keywords (falling back to the environment) into ``Settings``."""
         env = os.environ if environ is None else environ
-        unknown = set(options) - _OPTION_NAMES
+        unknown = sorted(set(options) - _OPTION_NAMES)
         if unknown:
-            names = ", ".join(sorted(unknown))
-            raise ConfigurationError(f"unknown option(s): {names}")
+            raise ConfigurationError("; ".join(_unknown_option(name) for name in unknown))
 
         pk = _required(publishable_key, "publishable_key", env)
         sk = _required(secret_key, "secret_key", env)
+        _check_keys(pk, sk)
         secrets = _session_secrets(session_secret, env)
-        base = _base_url(base_url, env)
+        base = _base_url(base_url, env, pk)
         kwargs: dict[str, Any] = dict(options)
 
         for name in ("sign_in_path", "callback_path", "sign_out_path"):
@@ -191,6 +196,13 @@ def _default(name: str) -> Any:
     return Settings.__dataclass_fields__[name].default
 
 
+def _unknown_option(name: str) -> str:
+    known = [*_OPTION_NAMES, "publishable_key", "secret_key", "session_secret", "base_url"]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown option {name!r}{hint}"
+
+
 _ENV = {
     "publishable_key": "SMALL_TRANSFERS_PUBLISHABLE_KEY",
     "secret_key": "SMALL_TRANSFERS_SECRET_KEY",
@@ -232,23 +244,64 @@ def _session_secrets(value: str | Sequence[str] | None, env: Mapping[str, str]) 
     for position, secret in enumerate(secrets, 1):
         if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
             # Never echo the secret itself, only where it is and what is wrong.
+            which = f"session_secret #{position}" if len(secrets) > 1 else "session_secret"
             raise ConfigurationError(
-                f"session_secret #{position} must be a string of at least "
+                f"{which} must be a string of at least "
                 f"{MIN_SECRET_LENGTH} characters ({where}); generate one with "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
     return tuple(secrets)
 
 
-def _base_url(value: str | None, env: Mapping[str, str]) -> str:
-    if value is None:
-        value = _from_env("base_url", env) or DEFAULT_BASE_URL
-    try:
-        return _absolute_url(value, "base_url").rstrip("/")
-    except ConfigurationError:
+def _check_keys(publishable: str, secret: str) -> None:
+    """Swapped or equal keys would send the secret key to every visitor's browser."""
+    both = (
+        "publishable_key (SMALL_TRANSFERS_PUBLISHABLE_KEY) and "
+        "secret_key (SMALL_TRANSFERS_SECRET_KEY)"
+    )
+    if publishable.startswith("sk_"):
         raise ConfigurationError(
-            f"base_url (or SMALL_TRANSFERS_BASE_URL) must be an http(s) URL, got {value!r}"
-        ) from None
+            f"publishable_key looks like a secret key (it starts with 'sk_'): are {both} "
+            "swapped? The publishable key is the one that starts with 'pk_'."
+        )
+    if secret.startswith("pk_"):
+        raise ConfigurationError(
+            f"secret_key looks like a publishable key (it starts with 'pk_'): are {both} "
+            "swapped? The secret key is the one that starts with 'sk_'."
+        )
+    if publishable == secret:
+        raise ConfigurationError(f"{both} are the same value: give each its own key")
+
+
+def _base_url(value: str | None, env: Mapping[str, str], publishable_key: str) -> str:
+    test_key = publishable_key.startswith("pk_test_")
+    if value is None:
+        value = _from_env("base_url", env) or (TEST_BASE_URL if test_key else DEFAULT_BASE_URL)
+    where = "base_url (or SMALL_TRANSFERS_BASE_URL)"
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{where} must be a string URL")
+    parts = urlsplit(value.strip())
+    origin = f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"{where} must be an http(s) URL such as {TEST_BASE_URL!r}, got {value!r}"
+        )
+    if parts.username or parts.password:
+        raise ConfigurationError(f"{where} must not hold credentials: write {origin!r}")
+    if parts.path.rstrip("/") or parts.query or parts.fragment:
+        # The API path (/api/v1) is added by the middleware itself.
+        raise ConfigurationError(
+            f"{where} is the site's origin, without a path or query: write {origin!r}, "
+            f"not {value!r}"
+        )
+    base = value.strip().rstrip("/")
+    live_host = parts.hostname == "smalltransfers.com"
+    test_host = parts.hostname == "test.smalltransfers.com"
+    if test_key and live_host:
+        log.warning("a test key (pk_test_...) is pointed at the live host %s", base)
+    elif publishable_key.startswith("pk_live_") and test_host:
+        log.warning("a live key (pk_live_...) is pointed at the test host %s", base)
+    return base
 
 
 def _absolute_url(value: object, name: str) -> str:
