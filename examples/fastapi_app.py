@@ -17,7 +17,7 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
-from st_middleware import Charge, Customer, SmallTransfersASGI
+from st_middleware import Charge, Customer, SmallTransfersASGI, customer_of
 
 app = FastAPI()
 # Keys, session secret and base URL come from the SMALL_TRANSFERS_* environment variables.
@@ -26,7 +26,7 @@ app.add_middleware(SmallTransfersASGI, pricing={"/paid": 3000})
 
 def current_customer(request: Request) -> Customer | None:
     """The signed-in Small Transfers customer, or None: ``Depends(current_customer)``."""
-    return request.scope.get("smalltransfers.customer")
+    return customer_of(request)  # says so plainly if the app is served unwrapped
 
 
 CurrentCustomer = Annotated[Customer | None, Depends(current_customer)]

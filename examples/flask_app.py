@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from flask import Flask, render_template_string, request
 
-from st_middleware import Customer, SmallTransfersWSGI
+from st_middleware import Customer, SmallTransfersWSGI, customer_of
 
 app = Flask(__name__)
 
 
 def current_customer() -> Customer | None:
-    """The signed-in Small Transfers customer, or None (the middleware puts it in the environ)."""
-    return request.environ.get("smalltransfers.customer")
+    """The signed-in Small Transfers customer, or None (says so if the middleware is missing)."""
+    return customer_of(request)
 
 
 PAGE = """<!doctype html><title>Flask example</title>

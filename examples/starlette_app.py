@@ -19,12 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from st_middleware import Customer, SmallTransfersASGI
-
-
-def customer_of(request: Request) -> Customer | None:
-    """The signed-in Small Transfers customer, or None (the middleware puts it in the scope)."""
-    return request.scope.get("smalltransfers.customer")
+from st_middleware import SmallTransfersASGI, customer_of
 
 
 def render(request: Request, body: str) -> HTMLResponse:

@@ -172,51 +172,6 @@ async def test_one_pooled_client_serves_every_request_of_a_loop(
     assert made[0].is_closed
 
 
-# -- websockets ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", ["/paid", "/free", "/smalltransfers/sign-in"])
-async def test_a_websocket_passes_through_untouched(make_site: MakeSite, path: str) -> None:
-    seen: list[tuple[Any, Any, Any]] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        seen.append((scope, receive, send))
-        assert (await receive())["type"] == "websocket.connect"
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": "hello"})
-        await send({"type": "websocket.close", "code": 1000})
-
-    site = make_site(app=app)
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"localhost"), (b"cookie", b"st_session=garbage")],
-        "subprotocols": [],
-    }
-    before = dict(scope)
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "websocket.connect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    with anyio.fail_after(10):
-        await site.mw(scope, receive, send)
-    ((got_scope, got_receive, got_send),) = seen
-    assert got_scope is scope
-    assert scope == before  # nothing added, nothing changed
-    assert got_receive is receive
-    assert got_send is send
-    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
-
-
 # -- streaming -----------------------------------------------------------------------------
 
 

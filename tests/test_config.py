@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import pydoc
 from typing import Any
 
@@ -269,3 +270,15 @@ def test_routers_find_the_wrapped_apps_attributes() -> None:
     assert wrapped.routes == ["a route"]
     with pytest.raises(AttributeError):
         wrapped.nothing_of_the_sort  # noqa: B018
+
+
+def test_our_calls_do_not_flood_httpx_logs(emu: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import httpx
+
+    caplog.set_level(logging.INFO)
+    SmallTransfersWSGI(lambda e, s: [], **{**GOOD, "base_url": emu.url}).close()
+    httpx.post(f"{emu.url}/api/v1/transactions", json={}, timeout=5)  # as the middleware does
+    httpx.get(f"{emu.url}/customer/dashboard", timeout=5)  # the merchant's own call
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert not [line for line in lines if "/api/v1/" in line]
+    assert [line for line in lines if "/customer/dashboard" in line]

@@ -64,3 +64,58 @@ def test_a_client_without_a_customer_gets_a_new_one(st_emulator: Emulator) -> No
     with signed_in_client(app, st_emulator) as client:
         assert client.get("/paid").status_code == 200
     assert 7 in charges(st_emulator)
+
+
+# -- lifespan and import-time apps ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_async_client_runs_the_apps_lifespan(
+    st_emulator: Emulator, st_customer: EmuCustomer
+) -> None:
+    """A Starlette app whose handlers read request.state set by its lifespan."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        events.append("startup")
+        yield {"greeting": "bonjour"}
+        events.append("shutdown")
+
+    async def paid(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.state.greeting)
+
+    app = Starlette(routes=[Route("/paid", paid)], lifespan=lifespan)
+    wrapped = SmallTransfersASGI(app, **emulator_options(st_emulator), pricing={"/paid": 10})
+    async with async_signed_in_client(wrapped, st_emulator, st_customer) as client:
+        assert events == ["startup"]
+        assert (await client.get("/paid")).text == "bonjour"
+    assert events == ["startup", "shutdown"]
+    assert charges(st_emulator, st_customer) == [10]
+
+
+@pytest.mark.anyio
+async def test_an_app_without_lifespan_still_works(
+    st_emulator: Emulator, st_customer: EmuCustomer
+) -> None:
+    wrapped = SmallTransfersASGI(hello_asgi, **emulator_options(st_emulator))
+    async with async_signed_in_client(wrapped, st_emulator, st_customer) as client:
+        assert (await client.get("/")).text == f"hi {st_customer.id}"
+
+
+def test_st_env_serves_apps_that_wrap_themselves_at_import(
+    st_env: dict[str, str], st_emulator: Emulator, st_customer: EmuCustomer
+) -> None:
+    # What `app = SmallTransfersWSGI(app, pricing=...)` at module level reads.
+    wrapped = SmallTransfersWSGI(hello_wsgi, pricing={"/": 7})
+    assert wrapped.settings.base_url == st_emulator.url
+    with signed_in_client(wrapped, st_emulator, st_customer) as client:
+        assert client.get("/").text == "hello Test"
+    assert charges(st_emulator, st_customer) == [7]

@@ -5,6 +5,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from st_middleware import charge_of, customer_of
+
 
 def small_transfers_customer(
     get_response: Callable[[HttpRequest], HttpResponse],
@@ -12,11 +14,10 @@ def small_transfers_customer(
     """Django middleware: ``request.customer`` (a Customer or None) and ``request.charge``."""
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        # Under WSGI the middleware's keys are in the environ (request.META),
-        # under ASGI in the scope (request.scope).
-        source = getattr(request, "scope", request.META)
-        request.customer = source.get("smalltransfers.customer")
-        request.charge = source.get("smalltransfers.charge")
+        # Under WSGI the values are in request.META, under ASGI in request.scope:
+        # customer_of/charge_of read either.
+        request.customer = customer_of(request)
+        request.charge = charge_of(request)
         return get_response(request)
 
     return middleware

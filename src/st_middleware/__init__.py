@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._pages import format_micros
 from ._request import Request
+from ._values import MiddlewareMissing, charge_of, customer_of
 from ._version import __version__
 from ._wsgi import SmallTransfersWSGI
 
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigurationError",
     "CookieTooLarge",
     "Customer",
+    "MiddlewareMissing",
     "Outcome",
     "Price",
     "PricingError",
@@ -51,5 +53,7 @@ __all__ = [
     "SmallTransfersError",
     "SmallTransfersWSGI",
     "__version__",
+    "charge_of",
+    "customer_of",
     "format_micros",
 ]

@@ -11,12 +11,14 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ._answers import Answer
 from ._api import BodyCollector
 from ._base import BaseMiddleware
 from ._config import check_transport
 from ._core import Forward, Respond
 from ._effects import AskPricing, Flow, Reply, Run, Send
 from ._request import Request, forwarded_origin
+from ._values import CHARGE, CUSTOMER
 
 __all__ = ["SmallTransfersASGI"]
 
@@ -28,7 +30,6 @@ Receive = Callable[[], Awaitable[Message]]
 ASGISend = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, ASGISend], Awaitable[None]]
 T = TypeVar("T")
-CUSTOMER, CHARGE = "smalltransfers.customer", "smalltransfers.charge"
 
 
 class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
@@ -37,7 +38,8 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
     Same keywords as :class:`~st_middleware.SmallTransfersWSGI`; ``pricing``
     may also be an ``async`` function. The app finds
     ``scope["smalltransfers.customer"]`` and ``scope["smalltransfers.charge"]``
-    on every HTTP request (in a copy of the scope); lifespan scopes pass through.
+    on every HTTP and websocket request (in a copy of the scope); lifespan
+    scopes pass through.
     """
 
     def _setup(self) -> None:
@@ -65,7 +67,7 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
         kind = scope["type"]
-        if kind != "http":
+        if kind not in ("http", "websocket"):
             if kind == "lifespan":
                 receive = self._lifespan_receive(receive)
             await self.app(scope, receive, send)
@@ -78,12 +80,10 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             return
         decision = await self._run(self._core.handle(self._request(scope, cookie)))
         if isinstance(decision, Respond):
-            answer = decision.answer
-            headers = [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers
-            ]
-            await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-            await send({"type": "http.response.body", "body": answer.body})
+            if kind == "websocket":
+                await _refuse_websocket(decision.answer, scope, receive, send)
+            else:
+                await _answer(decision.answer, send)
             return
         scope = {**scope, CUSTOMER: decision.customer, CHARGE: decision.charge}
         if decision.plain:
@@ -107,7 +107,7 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         if not host:
             server = scope.get("server")
             host = f"{server[0]}:{server[1]}" if server else ""
-        scheme = scope.get("scheme", "http")
+        scheme = _SCHEMES.get(scope.get("scheme", "http"), "http")
         if self.settings.trusted_proxies:
             client = scope.get("client")
             scheme, host = forwarded_origin(
@@ -138,14 +138,21 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
     async def _forward(
         self, forward: Forward, scope: Scope, receive: Receive, send: ASGISend
     ) -> None:
-        status: int | None = None
+        progress = _Progress()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            kind = message["type"]
+            if kind in _STARTS:
+                progress.status = message.get("status", 101)
                 message = {**message, "headers": _response_headers(forward, message)}
+            elif kind == "websocket.close" and progress.status is None:
+                progress.status = 403  # refused by the app before accepting
             await send(message)
+            if forward.capture is not None and kind in _BODIES and not message.get("more_body"):
+                # The visitor has the whole answer: capture now, not after the
+                # app's background tasks, which may take long or fail.
+                progress.complete = True
+                await self._after(forward, progress.status, failed=False)
 
         if forward.capture is None:
             await self.app(scope, receive, send_wrapper)
@@ -153,10 +160,15 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         try:
             await self.app(scope, receive, send_wrapper)
         except BaseException:
-            # The app raised (a visitor's hang-up it let through included): nothing is owed.
-            await self._after(forward, status, failed=True)
+            if progress.complete:
+                log.warning("the app raised after its response was complete; the capture stands")
+            else:
+                # The app raised (a visitor's hang-up it let through included): nothing is owed.
+                await self._after(forward, progress.status, failed=True)
             raise
-        await self._after(forward, status, failed=False)
+        if not progress.complete:
+            # A websocket that ended, or an app that returned without a final body.
+            await self._after(forward, progress.status, failed=False)
 
     async def _after(self, forward: Forward, status: int | None, failed: bool) -> None:
         flow = self._core.after_response(forward, status, failed)
@@ -233,6 +245,47 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         if raw is not None and type(raw) is not int and inspect.isawaitable(raw):
             raw = await raw
         return raw
+
+
+class _Progress:
+    """How far the app got with its answer (per request, never on the middleware)."""
+
+    __slots__ = ("complete", "status")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.complete = False
+
+
+# Messages that start an answer (101 for an accepted websocket), and that carry its body.
+_STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
+_BODIES = frozenset({"http.response.body", "http.response.pathsend"})
+_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
+async def _answer(answer: Answer, send: ASGISend) -> None:
+    await send({"type": "http.response.start", "status": answer.status, "headers": _raw(answer)})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+async def _refuse_websocket(answer: Answer, scope: Scope, receive: Receive, send: ASGISend) -> None:
+    """Refuse a websocket handshake with our answer, before the app sees it.
+
+    With the ``websocket.http.response`` extension the client gets the real
+    status (401, 402...) and body; without it, a close with 1008 (policy).
+    """
+    if (await receive())["type"] != "websocket.connect":
+        return  # the client left already
+    if "websocket.http.response" in scope.get("extensions", {}):
+        start = {"type": "websocket.http.response.start", "status": answer.status}
+        await send({**start, "headers": _raw(answer)})
+        await send({"type": "websocket.http.response.body", "body": answer.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+def _raw(answer: Answer) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
 
 
 def _response_headers(forward: Forward, start: Message) -> list[tuple[bytes, bytes]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -123,6 +124,7 @@ class BaseMiddleware(Generic[AppT]):
             options=options,
         )
         self._core = Core(self.settings)
+        _QUIET_OWN_CALLS.add(self.settings.api_url)
         self._setup()
 
     def _setup(self) -> None:
@@ -161,6 +163,33 @@ class BaseMiddleware(Generic[AppT]):
             f"charge_mode={settings.charge_mode!r})"
         )
 
+
+class _QuietOwnCalls(logging.Filter):
+    """Drops httpx's INFO line for each of our calls to Small Transfers.
+
+    The middleware logs every charge once, with its outcome; httpx's extra
+    line per call floods a server's log (daphne, gunicorn at INFO). The
+    merchant's own httpx calls are left alone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._prefixes: tuple[str, ...] = ()
+
+    def add(self, api_url: str) -> None:
+        if api_url not in self._prefixes:
+            self._prefixes = (*self._prefixes, api_url)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # httpx: logger.info('HTTP Request: %s %s "%s %d %s"', method, url, ...)
+        if isinstance(args, tuple) and len(args) > 1:
+            return not str(args[1]).startswith(self._prefixes)
+        return True
+
+
+_QUIET_OWN_CALLS = _QuietOwnCalls()
+logging.getLogger("httpx").addFilter(_QUIET_OWN_CALLS)
 
 _NOT_OPTIONS = frozenset(
     {

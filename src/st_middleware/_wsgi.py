@@ -17,6 +17,7 @@ from ._core import Forward, Respond
 from ._effects import AskPricing, Flow, Reply, Run, Send
 from ._errors import ConfigurationError
 from ._request import Request, forwarded_origin
+from ._values import CHARGE, CUSTOMER
 
 __all__ = ["SmallTransfersWSGI"]
 
@@ -26,7 +27,6 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 T = TypeVar("T")
-CUSTOMER, CHARGE = "smalltransfers.customer", "smalltransfers.charge"
 
 
 class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
@@ -122,7 +122,17 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
         except BaseException:
             self._after(forward, seen, failed=True)
             raise
-        return _ClosingBody(body, lambda failed: self._after(forward, seen, failed))
+        on_close = _Once(lambda failed: self._after(forward, seen, failed))
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        # The server's own file wrapper must reach it as it is, or it loses
+        # sendfile(): capture from its close() instead of wrapping it.
+        if (
+            isinstance(file_wrapper, type)
+            and isinstance(body, file_wrapper)
+            and _hook_close(body, on_close)
+        ):
+            return body
+        return _ClosingBody(body, on_close)
 
     def _after(self, forward: Forward, seen: list[int], failed: bool) -> None:
         flow = self._core.after_response(forward, seen[-1] if seen else None, failed)
@@ -158,6 +168,20 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
         return effect.rule.ask(effect.request)
 
 
+class _Once:
+    """Calls ``then(failed)`` once, whoever closes first."""
+
+    __slots__ = ("_then",)
+
+    def __init__(self, then: Callable[[bool], None]) -> None:
+        self._then: Callable[[bool], None] | None = then
+
+    def __call__(self, failed: bool) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            then(failed)
+
+
 class _ClosingBody:
     """The app's body, passed through untouched; the capture runs in ``close()``.
 
@@ -166,12 +190,13 @@ class _ClosingBody:
     would silently never happen.
     """
 
-    __slots__ = ("_body", "_done", "_failed", "_on_close")
+    __slots__ = ("_body", "_complete", "_done", "_failed", "_on_close")
 
     def __init__(self, body: Iterable[bytes], on_close: Callable[[bool], None]) -> None:
         self._body = body
         self._on_close = on_close
         self._failed = False
+        self._complete = False
         self._done = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -184,6 +209,7 @@ class _ClosingBody:
         except BaseException:
             self._failed = True
             raise
+        self._complete = True
 
     def close(self) -> None:
         if self._done:
@@ -194,10 +220,31 @@ class _ClosingBody:
             if close is not None:
                 close()
         except BaseException:
-            self._failed = True
+            if self._complete:
+                log.warning("the app's close() raised after its response was complete")
+            else:
+                self._failed = True
             raise
         finally:
             self._on_close(self._failed)
+
+
+def _hook_close(body: object, on_close: Callable[[bool], None]) -> bool:
+    """Make ``body.close()`` also run ``on_close``; False if the object does not allow it."""
+    original = getattr(body, "close", None)
+
+    def close() -> None:
+        try:
+            if original is not None:
+                original()
+        finally:
+            on_close(False)
+
+    try:
+        body.close = close  # type: ignore[attr-defined]
+    except AttributeError:
+        return False
+    return True
 
 
 def _text(value: str) -> str:

@@ -20,12 +20,14 @@ the client ends up holding a real session cookie.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import anyio
 import httpx
 
 from .emulator import ChargeRecord, Emulator
@@ -35,13 +37,16 @@ __all__ = [
     "async_sign_in",
     "async_signed_in_client",
     "charges",
+    "emulator_env",
     "emulator_options",
     "ledger",
     "new_customer",
+    "running_lifespan",
     "sign_in",
     "signed_in_client",
     "st_customer",
     "st_emulator",
+    "st_env",
 ]
 
 #: A session secret good for tests only (never use a fixed secret in production).
@@ -135,14 +140,93 @@ async def async_signed_in_client(
     customer: EmulatorCustomer | None = None,
     *,
     base_url: str = DEFAULT_BASE_URL,
+    lifespan: bool = True,
     **sign_in_options: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An ``httpx.AsyncClient`` on a wrapped ASGI app, signed in as ``customer``."""
+    """An ``httpx.AsyncClient`` on a wrapped ASGI app, signed in as ``customer``.
+
+    The app's lifespan runs around the client (startup before the first
+    request, shutdown after the last), and the state it sets reaches every
+    request as ``scope["state"]`` (Starlette's ``request.state``), as under a
+    real server. ``lifespan=False`` skips it.
+    """
     customer = customer or new_customer(emulator)
-    transport = httpx.ASGITransport(app=asgi_app)
-    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+    async with AsyncExitStack() as stack:
+        if lifespan:
+            state = await stack.enter_async_context(running_lifespan(asgi_app))
+            asgi_app = _with_state(asgi_app, state)
+        transport = httpx.ASGITransport(app=asgi_app)
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url=base_url)
+        )
         await async_sign_in(client, emulator, customer, **sign_in_options)
         yield client
+
+
+@asynccontextmanager
+async def running_lifespan(asgi_app: Any) -> AsyncIterator[dict[str, Any]]:
+    """Run ``asgi_app``'s lifespan startup, yield its state, then run its shutdown.
+
+    An app that does not speak lifespan (it raises or returns on the scope) is
+    simply used without one, as servers do.
+    """
+    state: dict[str, Any] = {}
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
+    to_app, app_inbox = anyio.create_memory_object_stream[dict[str, Any]](4)
+    app_outbox, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
+
+    async def run() -> None:
+        # An app without lifespan support raises or returns: carry on without one.
+        with contextlib.suppress(Exception):
+            await asgi_app(scope, app_inbox.receive, app_outbox.send)
+        await app_outbox.send({"type": "lifespan.ended"})
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run)
+        await to_app.send({"type": "lifespan.startup"})
+        answer = await from_app.receive()
+        if answer["type"] == "lifespan.startup.failed":
+            raise RuntimeError(f"the app's lifespan startup failed: {answer.get('message', '')}")
+        try:
+            yield state
+        finally:
+            if answer["type"] == "lifespan.startup.complete":
+                await to_app.send({"type": "lifespan.shutdown"})
+                with anyio.fail_after(10):
+                    while (await from_app.receive())["type"] not in _SHUTDOWN_OVER:
+                        pass
+            tasks.cancel_scope.cancel()
+
+
+_SHUTDOWN_OVER = frozenset(
+    {"lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.ended"}
+)
+
+
+def _with_state(asgi_app: Any, state: dict[str, Any]) -> Any:
+    """``asgi_app`` with a copy of the lifespan state in every request scope, as servers do."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "state": dict(state)}
+        await asgi_app(scope, receive, send)
+
+    return app
+
+
+def emulator_env(emulator: Emulator, **overrides: str) -> dict[str, str]:
+    """The ``SMALL_TRANSFERS_*`` variables that point a middleware at ``emulator``.
+
+    For apps that build the middleware when their module is imported: set
+    these before importing it (the ``st_env`` fixture does).
+    """
+    return {
+        "SMALL_TRANSFERS_PUBLISHABLE_KEY": emulator.publishable_key,
+        "SMALL_TRANSFERS_SECRET_KEY": emulator.secret_key,
+        "SMALL_TRANSFERS_SESSION_SECRET": TEST_SESSION_SECRET,
+        "SMALL_TRANSFERS_BASE_URL": emulator.url,
+        **overrides,
+    }
 
 
 def new_customer(
@@ -201,3 +285,15 @@ else:
     def st_customer(st_emulator: Emulator) -> EmulatorCustomer:
         """A fresh customer (1 USD spending limit) for one test."""
         return new_customer(st_emulator)
+
+    @pytest.fixture
+    def st_env(st_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+        """``SMALL_TRANSFERS_*`` set for this test, pointing at ``st_emulator``.
+
+        Import an app that wraps itself at import time inside the test (or a
+        fixture that uses this one), so it reads these.
+        """
+        env = emulator_env(st_emulator)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return env
