@@ -5,11 +5,14 @@ Servers load them through factories that read the environment:
 - ``BENCH_VARIANT``: ``bare`` (no middleware), ``wrapped`` (the real
   middleware, default options), ``floor`` (the least any such middleware must
   do: find the cookie with a split, decrypt it, decode it; on a priced path one
-  POST through a tuned, shared httpx client), ``fast`` (the real middleware
-  with a faster transport: ``httpx-aiohttp`` for ASGI, a thread-local
-  ``http.client`` transport for WSGI, see :mod:`bench.transports`).
+  POST through a tuned, shared httpx client), ``t-NAME`` (the real middleware
+  with another transport through ``transport=``: ``t-httpx``, httpx's own
+  pool; ``t-aiohttp`` (ASGI), ``httpx-aiohttp``; ``t-threadlocal`` (WSGI), a
+  thread-local ``http.client`` transport, see :mod:`bench.transports`).
   ``candidate`` is ``wrapped`` loaded from another source tree (``PYTHONPATH``),
-  to measure a proposed change of the middleware side by side.
+  to measure a proposed change of the middleware side by side. ASGI only:
+  ``starlette-bare``, ``starlette-wrapped``, ``starlette-candidate``, the same
+  around a Starlette app (scenario 1).
 - ``BENCH_CHARGE_URL``: where the (minimal, local) charge endpoint listens.
 
     gunicorn 'bench.apps:make_wsgi()'      uvicorn --factory bench.apps:make_asgi
@@ -275,9 +278,8 @@ def _config() -> tuple[str, str]:
     charge_url = os.environ.get("BENCH_CHARGE_URL", "http://127.0.0.1:9")
     # The runner checks this line: a "candidate" must load the package from elsewhere.
     print(f"bench app: {variant} with {st_middleware.__file__}", file=sys.stderr, flush=True)
-    if variant == "candidate":
-        variant = "wrapped"  # the real middleware, from the source tree on PYTHONPATH
-    return variant, charge_url
+    # A candidate is the real middleware, from the source tree on PYTHONPATH.
+    return variant.replace("candidate", "wrapped"), charge_url
 
 
 def _options(charge_url: str) -> dict[str, Any]:
@@ -288,6 +290,34 @@ def _options(charge_url: str) -> dict[str, Any]:
     }
 
 
+#: Transports measured through the ``transport=`` option (variant ``t-NAME``), per adapter.
+TRANSPORTS = {
+    "wsgi": ("httpx", "threadlocal"),
+    "asgi": ("httpx", "aiohttp"),
+}
+_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=30)
+
+
+def wsgi_transport(name: str) -> httpx.BaseTransport:
+    if name == "httpx":  # httpx's own (httpcore) pool, sized not to throttle
+        return httpx.HTTPTransport(limits=_LIMITS)
+    if name == "threadlocal":
+        from .transports import ThreadLocalHTTPTransport
+
+        return ThreadLocalHTTPTransport()
+    raise SystemExit(f"unknown WSGI transport {name!r}")
+
+
+def asgi_transport(name: str) -> httpx.AsyncBaseTransport:
+    if name == "httpx":
+        return httpx.AsyncHTTPTransport(limits=_LIMITS)
+    if name == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        return AiohttpTransport(limits=_LIMITS)
+    raise SystemExit(f"unknown ASGI transport {name!r}")
+
+
 def make_wsgi() -> Any:
     variant, charge_url = _config()
     if variant == "bare":
@@ -295,28 +325,39 @@ def make_wsgi() -> Any:
     if variant == "floor":
         return FloorWSGI(hello_wsgi, charge_url)
     options = _options(charge_url)
-    if variant == "fast":
-        from .transports import ThreadLocalHTTPTransport
-
-        options["transport"] = ThreadLocalHTTPTransport()
+    if variant.startswith("t-"):
+        options["transport"] = wsgi_transport(variant[2:])
     elif variant != "wrapped":
         raise SystemExit(f"unknown BENCH_VARIANT {variant!r}")
     return SmallTransfersWSGI(hello_wsgi, **options)  # type: ignore[arg-type]
 
 
+def starlette_app() -> Any:
+    """The same answers from a Starlette app (a router, a Request, a Response per request)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def page(request: Any) -> Any:
+        return PlainTextResponse(
+            _body_for(request.url.path, request.scope.get("smalltransfers.customer"))
+        )
+
+    return Starlette(routes=[Route("/{path:path}", page)])
+
+
 def make_asgi() -> Any:
     variant, charge_url = _config()
+    app: Any = hello_asgi
+    if variant.startswith("starlette-"):
+        app, variant = starlette_app(), variant.removeprefix("starlette-")
     if variant == "bare":
-        return hello_asgi
+        return app
     if variant == "floor":
-        return FloorASGI(hello_asgi, charge_url)
+        return FloorASGI(app, charge_url)
     options = _options(charge_url)
-    if variant == "fast":
-        from httpx_aiohttp import AiohttpTransport
-
-        options["transport"] = AiohttpTransport(
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
-        )
+    if variant.startswith("t-"):
+        options["transport"] = asgi_transport(variant[2:])
     elif variant != "wrapped":
         raise SystemExit(f"unknown BENCH_VARIANT {variant!r}")
-    return SmallTransfersASGI(hello_asgi, **options)  # type: ignore[arg-type]
+    return SmallTransfersASGI(app, **options)

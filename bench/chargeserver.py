@@ -6,12 +6,17 @@ Raw asyncio, HTTP/1.1 keep-alive, canned replies; no state, no checks:
 - ``POST /api/v1/charges``               -> 201 ``{"id":"c1"}``
 - ``POST /api/v1/charges/{id}/capture``  -> 200 ``{"id":"c1","status":"captured"}``
 - ``GET /stats``                         -> 200, the counters of every port (JSON)
+- ``GET /peak-reset``                    -> 200; ``max_pending`` (the most charges
+  waiting for their delayed reply at once, per port) starts again
+- ``GET /latency?ms=N``                  -> 200; from now on every charge reply (on
+  every port) is sent N ms after its request arrived, like a remote Small
+  Transfers (0, the default, answers at once; ``--latency-ms`` sets the start value)
 
 It listens on several ports at once, one per server under test, and counts
 per port the connections it accepted and the requests it answered: that is
 how "connections opened per 1,000 charges" is measured.
 
-    python -m bench.chargeserver PORT [PORT ...]     # prints "ready" once listening
+    python -m bench.chargeserver [--latency-ms N] PORT [PORT ...]   # "ready" once listening
 """
 
 from __future__ import annotations
@@ -37,14 +42,31 @@ _CAPTURED = _reply("200 OK", b'{"id":"c1","status":"captured"}')
 _NOT_FOUND = _reply("404 Not Found", b'{"code":"not_found"}')
 
 
+class _Stats(bytes):
+    """A control reply (stats, latency): never delayed."""
+
+
 class Stats:
     def __init__(self) -> None:
         self.connections = 0
         self.open = 0
         self.requests: Counter[str] = Counter()
+        #: Requests received whose reply is not written yet, and the most at once.
+        self.pending = 0
+        self.max_pending = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"connections": self.connections, "open": self.open, **self.requests}
+        return {
+            "connections": self.connections,
+            "open": self.open,
+            "pending": self.pending,
+            "max_pending": self.max_pending,
+            **self.requests,
+        }
+
+
+#: Seconds every charge reply waits (``GET /latency?ms=N``), shared by all ports.
+LATENCY = [0.0]
 
 
 class ChargeProtocol(asyncio.Protocol):
@@ -86,8 +108,22 @@ class ChargeProtocol(asyncio.Protocol):
             buffer = buffer[total:]
             out.append(self._answer(method, path))
         self._buffer = buffer
-        if out and self._transport is not None:
-            self._transport.write(b"".join(out))
+        if not out or self._transport is None:
+            return
+        reply = b"".join(out)
+        delay = LATENCY[0]
+        if delay <= 0 or isinstance(out[0], _Stats):
+            self._transport.write(reply)
+            return
+        stats = self._stats
+        stats.pending += len(out)
+        stats.max_pending = max(stats.max_pending, stats.pending)
+        asyncio.get_running_loop().call_later(delay, self._later, reply, len(out))
+
+    def _later(self, reply: bytes, count: int) -> None:
+        self._stats.pending -= count
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(reply)
 
     def _answer(self, method: bytes, path: bytes) -> bytes:
         requests = self._stats.requests
@@ -103,7 +139,16 @@ class ChargeProtocol(asyncio.Protocol):
                 return _CAPTURED
         elif path == b"/stats":
             body = json.dumps({str(p): s.as_dict() for p, s in self._everything.items()})
-            return _reply("200 OK", body.encode("ascii"))
+            return _Stats(_reply("200 OK", body.encode("ascii")))
+        elif path == b"/peak-reset":
+            for stats in self._everything.values():
+                stats.max_pending = stats.pending
+            return _Stats(_reply("200 OK", b"{}"))
+        elif path.startswith(b"/latency?ms="):
+            LATENCY[0] = float(path[12:]) / 1000
+            for stats in self._everything.values():
+                stats.max_pending = 0
+            return _Stats(_reply("200 OK", b'{"latency_ms":%s}' % path[12:]))
         requests["other"] += 1
         return _NOT_FOUND
 
@@ -127,9 +172,13 @@ async def serve(ports: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ports = [int(arg) for arg in (sys.argv[1:] if argv is None else argv)]
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--latency-ms"] and len(args) > 1:
+        LATENCY[0] = float(args[1]) / 1000
+        args = args[2:]
+    ports = [int(arg) for arg in args]
     if not ports:
-        raise SystemExit("usage: python -m bench.chargeserver PORT [PORT ...]")
+        raise SystemExit("usage: python -m bench.chargeserver [--latency-ms N] PORT [PORT ...]")
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:

@@ -105,13 +105,15 @@ def children(pid: int) -> list[int]:
 @dataclass
 class Server:
     adapter: str  # "wsgi" | "asgi"
-    variant: str  # "bare" | "wrapped" | "floor" | "fast"
+    variant: str  # "bare" | "wrapped" | "floor" | "candidate" | "t-NAME" (another transport)
     port: int
     charge_port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     pid: int = 0  # the process that serves (gunicorn's worker, uvicorn itself)
     tag: str = ""
+    #: gunicorn threads for this server (None: the run's --gunicorn-threads).
+    threads: int | None = None
 
     @property
     def name(self) -> str:
@@ -123,6 +125,8 @@ class Server:
 
     def command(self, gunicorn_threads: int) -> list[str]:
         py = sys.executable
+        if self.threads is not None:
+            gunicorn_threads = self.threads
         if self.adapter == "wsgi":
             workers = (
                 ["--worker-class", "gthread", "--threads", str(gunicorn_threads)]
@@ -153,7 +157,7 @@ class Server:
             "BENCH_CHARGE_URL": f"http://127.0.0.1:{self.charge_port}",
             "PYTHONUNBUFFERED": "1",
         }
-        if self.variant == "candidate":
+        if "candidate" in self.variant:
             if candidate is not None:
                 env["PYTHONPATH"] = os.pathsep.join([str(candidate), str(ROOT)])
             env["BENCH_OPTIONS"] = candidate_options or ""
@@ -246,6 +250,16 @@ class ChargeEndpoint:
         _, body = http_get(self.ports[0], "/stats")
         data: dict[str, dict[str, int]] = json.loads(body)
         return data[str(port)]
+
+    def reset_peak(self) -> None:
+        """Forget the most charges seen in flight at once (``max_pending``)."""
+        http_get(self.ports[0], "/peak-reset")
+
+    def set_latency(self, ms: float) -> None:
+        """Every charge reply from now on waits ``ms`` (a remote Small Transfers)."""
+        status, _ = http_get(self.ports[0], f"/latency?ms={ms:g}")
+        if status != 200:
+            raise RuntimeError(f"the charge endpoint refused latency {ms}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -388,7 +402,7 @@ class Bench:
 
     # -- set-up ---------------------------------------------------------------------
 
-    def add(self, adapter: str, variant: str, tag: str = "") -> Server:
+    def add(self, adapter: str, variant: str, tag: str = "", threads: int | None = None) -> Server:
         server = Server(
             adapter,
             variant,
@@ -396,23 +410,39 @@ class Bench:
             free_port(),
             self.tmp / f"{adapter}-{variant}{tag}.log",
             tag=tag,
+            threads=threads,
         )
         self.servers[server.name] = server
         return server
 
     def start(self) -> None:
-        variants = ["bare", "wrapped", "floor"]
-        if self.args.fast:
-            variants.append("fast")
+        from .apps import TRANSPORTS
+
+        candidate = self.args.candidate is not None or bool(self.args.candidate_options)
+        only = self.args.only
         for adapter in ("wsgi", "asgi"):
+            variants = ["bare", "wrapped", "floor"]
+            if candidate:
+                variants.append("candidate")
+            if self.args.fast and "1" in only:
+                for name in TRANSPORTS[adapter]:
+                    if name == "aiohttp" and not _has("httpx_aiohttp"):
+                        print("  (httpx-aiohttp not installed: no t-aiohttp line)")
+                        continue
+                    variants.append(f"t-{name}")
+            if adapter == "asgi" and "1" in only and _has("starlette"):
+                variants += ["starlette-bare", "starlette-wrapped"]
+                if candidate:
+                    variants.append("starlette-candidate")
             for variant in variants:
-                if variant == "fast" and adapter == "asgi" and not _has("httpx_aiohttp"):
-                    print("  (httpx-aiohttp not installed: no fast ASGI transport line)")
-                    continue
                 self.add(adapter, variant)
-            if self.args.candidate is not None or self.args.candidate_options:
-                self.add(adapter, "candidate")
-            self.add(adapter, "wrapped", tag="-mem")
+            if "5" in only:
+                self.add(adapter, "wrapped", tag="-mem")
+            if "7" in only and adapter == "wsgi":
+                # The latency scenario: as many threads as wrk has connections.
+                threads = self.args.latency_connections
+                for variant in ["wrapped", "candidate"] if candidate else ["wrapped"]:
+                    self.add(adapter, variant, tag=f"-x{threads}", threads=threads)
         self.charge = ChargeEndpoint(
             [s.charge_port for s in self.servers.values()], self.tmp / "charge.log"
         )
@@ -426,11 +456,13 @@ class Bench:
             server.wait_ready(deadline)
         self.check_answers()
         if self.args.candidate is not None:
-            for adapter in ("wsgi", "asgi"):
-                where = Path(self.servers[f"{adapter}/candidate"].loaded_from()).resolve()
+            for server in self.servers.values():
+                if "candidate" not in server.variant:
+                    continue
+                where = Path(server.loaded_from()).resolve()
                 if not where.is_relative_to(self.args.candidate.resolve()):
                     raise RuntimeError(f"the candidate loaded st_middleware from {where}")
-                print(f"  candidate ({adapter}): st_middleware from {where.parent}")
+                print(f"  candidate ({server.name}): st_middleware from {where.parent}")
 
     def check_answers(self) -> None:
         """Every variant answers every path, and the signed-in ones know the customer."""
@@ -439,7 +471,7 @@ class Bench:
                 status, body = http_get(server.port, path, {"Cookie": self.cookie})
                 if status != 200:
                     raise RuntimeError(f"{server.name} {path}: {status} {body[:200]!r}")
-                if path == "/me" and server.variant != "bare" and b"Ada" not in body:
+                if path == "/me" and not server.variant.endswith("bare") and b"Ada" not in body:
                     raise RuntimeError(f"{server.name} /me did not see the customer: {body!r}")
 
     def stop(self) -> None:
@@ -483,9 +515,20 @@ class Bench:
             mine = ["wrapped"]
             if f"{adapter}/candidate" in self.servers:
                 mine.append("candidate")
-            fast = ["fast"] if f"{adapter}/fast" in self.servers else []
+            fast = [
+                s.variant
+                for s in self.servers.values()
+                if s.adapter == adapter and s.variant.startswith("t-")
+            ]
             cases += [
                 Case("1", "free, no cookie", adapter, "/", False, "bare", ["bare", *mine]),
+            ]
+            if f"{adapter}/starlette-bare" in self.servers:
+                theirs = ["starlette-bare", *(f"starlette-{v}" for v in mine)]
+                cases.append(
+                    Case("1", "free, no cookie, Starlette", adapter, "/", False, theirs[0], theirs)
+                )
+            cases += [
                 Case("2", "free, signed in", adapter, "/me", True, "floor", ["floor", *mine]),
                 Case("3", "priced", adapter, "/paid", True, "floor", ["floor", *mine, *fast]),
             ]
@@ -506,7 +549,8 @@ class Bench:
                 server = self.servers[f"{case.adapter}/{variant}"]
                 run = self.measure(server, case.path, case.cookie, args.duration)
                 case.runs.setdefault(variant, []).append(run)
-                line.append(f"{case.key}{case.adapter[0]}:{_ABBREV[variant]}={run.rps:.0f}")
+                short = _ABBREV.get(variant, variant)
+                line.append(f"{case.key}{case.adapter[0]}:{short}={run.rps:.0f}")
             foreign = _median([r.foreign for c in cases for rs in c.runs.values() for r in rs[-1:]])
             print(
                 f"  round {round_no + 1}/{args.rounds} ({self.elapsed()}, other load on core "
@@ -521,7 +565,7 @@ class Bench:
         names = [
             f"{adapter}/{variant}"
             for adapter in ("wsgi", "asgi")
-            for variant in ("bare", "floor", "wrapped", "candidate", "fast")
+            for variant in ("bare", "floor", "wrapped", "candidate")
             if f"{adapter}/{variant}" in self.servers
         ]
         print(f"\n[4] TTFB on /stream: {args.ttfb_requests} requests per variant, interleaved")
@@ -611,11 +655,106 @@ class Bench:
             }
         return out
 
+    # -- scenario 7: a remote Small Transfers (the charge endpoint answers late) -------------
+
+    def latency(self) -> dict[str, Any]:
+        """Priced req/s with the endpoint answering after ``--latency-ms``, vs the ideal.
+
+        Per server and round: a run at no delay (its CPU-bound priced rate), then a
+        run at the delay, both with ``--latency-connections`` wrk connections. The
+        ideal is min(connections / delay, the no-delay rate of the same round).
+        Non-2xx answers are counted, not fatal. Connections opened and charges are
+        counted after each run's warm-up.
+        """
+        assert self.charge is not None
+        args = self.args
+        delay = args.latency_ms / 1000
+        conns = args.latency_connections
+        names = [
+            name
+            for name, server in self.servers.items()
+            if server.variant in ("wrapped", "candidate")
+            and (server.tag == f"-x{conns}" if server.adapter == "wsgi" else not server.tag)
+        ]
+        print(
+            f"\n[7] latency {args.latency_ms:g} ms, wrk -c{conns}: {', '.join(names)} "
+            f"({args.latency_rounds} rounds, {self.elapsed()})"
+        )
+        script = lua_headers(self.tmp / "cookie.lua", self.cookie)
+        out: dict[str, Any] = {name: {"rounds": []} for name in names}
+        try:
+            for round_no in range(args.latency_rounds):
+                order = names if round_no % 2 == 0 else names[::-1]
+                for name in order:
+                    server = self.servers[name]
+                    row: dict[str, Any] = {}
+                    for label, ms in (("none", 0.0), ("late", args.latency_ms)):
+                        self.charge.set_latency(ms)
+                        wrk(server.url + "/paid", args.warmup, conns, script)  # pool grows here
+                        self.drain(server, ms)
+                        before = self.charge.stats(server.charge_port)
+                        ticks = cpu_ticks(server.pid)
+                        result = wrk(server.url + "/paid", args.duration, conns, script)
+                        ticks = cpu_ticks(server.pid) - ticks
+                        after = self.charge.stats(server.charge_port)
+                        charges = _charges(after) - _charges(before)
+                        row[label] = {
+                            "rps": result.rps,
+                            "requests": result.requests,
+                            "non_2xx": result.non_2xx,
+                            "socket_errors": result.socket_errors,
+                            "cpu_us": ticks / CLK_TCK / result.requests * 1e6
+                            if result.requests
+                            else float("nan"),
+                            "charges": charges,
+                            "connections": after["connections"] - before["connections"],
+                            "max_in_flight": after.get("max_pending", 0),
+                        }
+                    ideal = min(conns / delay, row["none"]["rps"]) if delay else row["none"]["rps"]
+                    row["ideal"] = ideal
+                    row["ratio"] = row["late"]["rps"] / ideal if ideal else float("nan")
+                    out[name]["rounds"].append(row)
+                    print(
+                        f"  round {round_no + 1} {name}: {row['none']['rps']:.0f} req/s at 0 ms, "
+                        f"{row['late']['rps']:.0f} at {args.latency_ms:g} ms "
+                        f"({row['ratio']:.2f} of ideal {ideal:.0f}), "
+                        f"non-2xx {row['late']['non_2xx']}, "
+                        f"in flight at the endpoint {row['late']['max_in_flight']}, "
+                        f"new connections {row['late']['connections']}"
+                    )
+        finally:
+            self.charge.set_latency(0)
+        return out
+
+    def drain(self, server: Server, ms: float) -> None:
+        """Wait until the charges still in flight from a finished wrk run are answered.
+
+        wrk closes its connections at the end of a run, but the server finishes
+        the requests it had: back to back, the next run would find those charges
+        still holding their connections (and count them as its own).
+        """
+        assert self.charge is not None
+        deadline = time.monotonic() + 10 + ms / 100
+        while self.charge.stats(server.charge_port).get("pending", 0):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.name}: charges still in flight after the run")
+            time.sleep(ms / 1000 / 2 + 0.01)
+        time.sleep(0.05)  # and their answers reach the server
+        self.charge.reset_peak()
+
     def elapsed(self) -> str:
         return f"{time.monotonic() - self.started:.0f}s"
 
 
-_ABBREV = {"bare": "b", "wrapped": "w", "floor": "f", "fast": "x", "candidate": "c"}
+_ABBREV = {
+    "bare": "b",
+    "wrapped": "w",
+    "floor": "f",
+    "candidate": "c",
+    "starlette-bare": "sb",
+    "starlette-wrapped": "sw",
+    "starlette-candidate": "sc",
+}
 
 
 def _charges(stats: dict[str, int]) -> int:
@@ -745,7 +884,9 @@ def ratios(case: Case, variant: str) -> dict[str, float]:
     }
 
 
-TARGETS = {"1": 0.95, "2": 0.90, "3": 0.90}
+#: The least CPU/request ratio of ``wrapped`` per scenario (and adapter, where they differ):
+#: free >= 0.95 of bare; priced >= 1.5x (WSGI) / 2.0x (ASGI) cheaper than the tuned floor.
+TARGETS = {"1": 0.95, "2": 0.90, "3": 0.90, "3wsgi": 1.5, "3asgi": 2.0}
 
 
 def machine() -> dict[str, str]:
@@ -789,6 +930,7 @@ def report(
     ttfb: dict[str, Any],
     soak: dict[str, Any],
     sniff: dict[str, Any],
+    latency: dict[str, Any] | None = None,
 ) -> str:
     args = bench.args
     lines: list[str] = []
@@ -822,6 +964,10 @@ def report(
         _ttfb_table(add, ttfb)
     if soak:
         _soak_table(add, soak)
+    if latency:
+        _latency_table(add, latency, args)
+    if cases:
+        _cpu_table(add, cases)
     add("")
     add(f"total time: {bench.elapsed()}")
     return "\n".join(lines)
@@ -840,10 +986,8 @@ def _throughput_table(add: Any, cases: list[Case]) -> None:
                 continue
             r = ratios(case, variant)
             runs, ref = case.runs[variant], case.runs[case.ref]
-            target = TARGETS[case.key]
-            if case.key == "1" and case.adapter == "asgi":
-                target = 0.92
-            judged = variant == "wrapped"
+            target = TARGETS.get(case.key + case.adapter, TARGETS[case.key])
+            judged = variant in ("wrapped", "starlette-wrapped")
             goal = f">= {target:.2f}" if judged else "-"
             met = "-"
             if judged:
@@ -870,7 +1014,7 @@ def _ttfb_table(add: Any, ttfb: dict[str, Any]) -> None:
     add("|---|---|---|---|---|---|---|---|")
     for adapter in ("wsgi", "asgi"):
         bare, floor = ttfb[f"{adapter}/bare"], ttfb[f"{adapter}/floor"]
-        for variant in ("bare", "floor", "wrapped", "candidate", "fast"):
+        for variant in ("bare", "floor", "wrapped", "candidate"):
             row = ttfb.get(f"{adapter}/{variant}")
             if row is None:
                 continue
@@ -916,6 +1060,75 @@ def _soak_table(add: Any, soak: dict[str, Any]) -> None:
         )
 
 
+def _latency_table(add: Any, latency: dict[str, Any], args: argparse.Namespace) -> None:
+    add("")
+    add(
+        f"| # | priced, Small Transfers {args.latency_ms:g} ms away, wrk -c"
+        f"{args.latency_connections} | server | req/s at 0 ms | req/s at {args.latency_ms:g} ms "
+        "| ideal | **ratio** (min-max) | non-2xx | in flight at the endpoint (max) "
+        "| connections opened per 1,000 charges | target | met |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, data in latency.items():
+        rounds = data["rounds"]
+        if not rounds:
+            continue
+        ratios_ = [r["ratio"] for r in rounds]
+        late = [r["late"] for r in rounds]
+        non_2xx = sum(r["non_2xx"] + r["socket_errors"] for r in late)
+        charges = sum(r["charges"] for r in late)
+        opened = sum(r["connections"] for r in late)
+        per = opened / (charges / 1000) if charges else float("nan")
+        ratio = _median(ratios_)
+        judged = "/wrapped" in name
+        met = "-"
+        if judged:
+            met = "yes" if ratio >= 0.90 and non_2xx == 0 and per <= 1 else "**no**"
+        adapter, _, variant = name.partition("/")
+        add(
+            f"| 7 | {variant} | {adapter.upper()} "
+            f"| {_median([r['none']['rps'] for r in rounds]):.0f} "
+            f"| {_median([r['rps'] for r in late]):.0f} "
+            f"| {_median([r['ideal'] for r in rounds]):.0f} "
+            f"| **{ratio:.2f}** ({min(ratios_):.2f}-{max(ratios_):.2f}) | {non_2xx} "
+            f"| {max(r['max_in_flight'] for r in late)} | {per:.2f} "
+            f"| {'>= 0.90, 0 non-2xx' if judged else '-'} | {met} |"
+        )
+
+
+def _cpu_table(add: Any, cases: list[Case]) -> None:
+    """Priced-request server CPU per transport, vs the tuned-httpx floor (scenario 3 runs)."""
+    add("")
+    add(
+        "| # | priced request, server CPU | adapter | transport | CPU us/req (min-max) "
+        "| floor us/req | **floor / this** (min-max) |"
+    )
+    add("|---|---|---|---|---|---|---|")
+    names = {
+        "wrapped": "built-in (default)",
+        "candidate": "candidate",
+        "t-httpx": "httpx (httpcore) via transport=",
+        "t-aiohttp": "httpx-aiohttp via transport=",
+        "t-threadlocal": "thread-local http.client via transport=",
+    }
+    for case in cases:
+        if case.key != "3":
+            continue
+        floor = case.runs[case.ref]
+        for variant in case.variants:
+            if variant == case.ref:
+                continue
+            runs = case.runs[variant]
+            r = ratios(case, variant)
+            cpu = [x.cpu_us for x in runs]
+            add(
+                f"| 3 | priced | {case.adapter.upper()} | {names.get(variant, variant)} "
+                f"| {_median(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f}) "
+                f"| {_median([x.cpu_us for x in floor]):.0f} "
+                f"| **{r['cpu']:.2f}x** ({r['cpu_min']:.2f}-{r['cpu_max']:.2f}) |"
+            )
+
+
 # -- entry point -------------------------------------------------------------------------
 
 
@@ -933,10 +1146,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--soak-requests", type=int, help="memory run length (default 100000, quick 20000)"
     )
-    parser.add_argument("--no-fast", dest="fast", action="store_false", help="skip fast transports")
     parser.add_argument(
-        "--only", default="145", help="scenario groups to run: 1 (=1-3), 4, 5 (=5-6); e.g. 14"
+        "--no-fast",
+        dest="fast",
+        action="store_false",
+        help="skip the other transports (t-httpx, t-aiohttp, t-threadlocal) in scenario 3",
     )
+    parser.add_argument(
+        "--only",
+        default="1457",
+        help="scenario groups to run: 1 (=1-3), 4, 5 (=5-6), 7 (latency); e.g. 17",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=50.0,
+        help="scenario 7: the charge endpoint answers after this delay (50)",
+    )
+    parser.add_argument(
+        "--latency-connections",
+        type=int,
+        default=128,
+        help="scenario 7: wrk connections, and the gunicorn threads of its WSGI servers (128)",
+    )
+    parser.add_argument("--latency-rounds", type=int, help="scenario 7 rounds (default 3, quick 1)")
     parser.add_argument(
         "--json", type=Path, help="write the raw results here (default: in the run's temp dir)"
     )
@@ -961,6 +1194,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "warmup": 1.0,
         "ttfb_requests": 100 if quick else 300,
         "soak_requests": 20_000 if quick else 100_000,
+        "latency_rounds": 1 if quick else 3,
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -994,9 +1228,10 @@ def main(argv: list[str] | None = None) -> int:
         cases = bench.throughput() if "1" in args.only else []
         ttfb = bench.ttfb() if "4" in args.only else {}
         soak = bench.soak() if "5" in args.only else {}
+        latency = bench.latency() if "7" in args.only else {}
     finally:
         bench.stop()
-    print("\n" + report(bench, cases, ttfb, soak, sniff))
+    print("\n" + report(bench, cases, ttfb, soak, sniff, latency))
     out = args.json or bench.tmp / "results.json"
     if out:
         out.write_text(
@@ -1015,6 +1250,7 @@ def main(argv: list[str] | None = None) -> int:
                     ],
                     "ttfb": ttfb,
                     "soak": soak,
+                    "latency": latency,
                     "sniffio": sniff,
                 },
                 indent=1,

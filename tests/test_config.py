@@ -237,7 +237,7 @@ def test_a_misspelled_option_gets_a_suggestion() -> None:
 def test_every_option_is_a_keyword_with_the_settings_default(adapter: Any) -> None:
     parameters = inspect.signature(adapter).parameters
     fields = Settings.__dataclass_fields__
-    options = {n for n in fields if n not in ("session_secrets", "price_of")}
+    options = {n for n in fields if n not in ("session_secrets", "price_of", "watch")}
     for name in options:
         assert name in parameters, f"{name} is not a keyword of {adapter.__name__}"
         default = parameters[name].default
@@ -245,6 +245,8 @@ def test_every_option_is_a_keyword_with_the_settings_default(adapter: Any) -> No
             assert default is None  # None: the settings' default
         elif name == "trusted_proxies":
             assert frozenset(default) == fields[name].default
+        elif name == "observers":
+            assert tuple(default) == fields[name].default
         elif name not in ("publishable_key", "secret_key", "base_url"):
             assert default == fields[name].default, name
     documented = inspect.getdoc(adapter.__init__) or ""

@@ -7,6 +7,7 @@ tests/stacks/.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -96,7 +97,10 @@ async def test_a_priced_handshake_without_a_session_gets_a_401(make_site: MakeSi
     assert sent[0]["type"] == "websocket.http.response.start"
     assert sent[0]["status"] == 401
     assert sent[1]["type"] == "websocket.http.response.body"
-    assert b"sign_in_required" in sent[1]["body"]
+    problem = json.loads(sent[1]["body"])
+    assert problem["code"] == "sign_in_required"
+    # A browser cannot come back to a socket: signing in returns to the site's home.
+    assert problem["sign_in_url"].endswith("/smalltransfers/sign-in?next=%2F")
     assert app.scopes == []
 
 

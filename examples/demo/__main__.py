@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from st_middleware.emulator import Emulator
 
-from .app import make_app
+from .app import SHOP_NAME, make_app
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
-    emulator = Emulator(port=args.emulator_port)
+    emulator = Emulator(port=args.emulator_port, merchant_name=SHOP_NAME)
     emulator.create_customer(
         first_name="Demo", last_name="Visitor", email="demo@example.com", limit_micros=10_000
     )

@@ -24,14 +24,28 @@ from ._errors import (
     SignInRequired,
     SmallTransfersError,
 )
-from ._pages import format_micros
+from ._observe import CallObservation, Observer
+from ._pages import (
+    FAVICON_LINK,
+    FAVICON_SVG,
+    SIGN_IN_BUTTON_CSS,
+    format_micros,
+    sign_in_button,
+)
 from ._request import Request
+from ._store import AsyncStore, CaptureEntry, Store, StoreUnavailable
 from ._values import MiddlewareMissing, charge_of, customer_of
 from ._version import __version__
 from ._wsgi import SmallTransfersWSGI
 
 __all__ = [
+    "FAVICON_LINK",
+    "FAVICON_SVG",
+    "SIGN_IN_BUTTON_CSS",
+    "AsyncStore",
     "BadRequest",
+    "CallObservation",
+    "CaptureEntry",
     "Charge",
     "ChargeEvent",
     "ChargeMode",
@@ -40,6 +54,7 @@ __all__ = [
     "CookieTooLarge",
     "Customer",
     "MiddlewareMissing",
+    "Observer",
     "Outcome",
     "Price",
     "PricingError",
@@ -52,8 +67,11 @@ __all__ = [
     "SmallTransfersASGI",
     "SmallTransfersError",
     "SmallTransfersWSGI",
+    "Store",
+    "StoreUnavailable",
     "__version__",
     "charge_of",
     "customer_of",
     "format_micros",
+    "sign_in_button",
 ]

@@ -1,8 +1,9 @@
-"""``python -m st_middleware COMMAND``: tools for merchants (for now, ``check``).
+"""``python -m st_middleware COMMAND``: tools for merchants (``check``, ``captures``).
 
 Each command is a subparser with its own handler, so later commands slot in
-beside ``check`` without touching it. The logic lives elsewhere
-(``_check.py`` for ``check``); this module only parses and prints.
+beside the others without touching them. The logic lives elsewhere
+(``_check.py`` for ``check``, ``_operators.py`` for ``captures``); this
+module only parses and prints.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._check import DEFAULT_CALLBACK_PATH, DEFAULT_TIMEOUT, run_checks
+from ._operators import run_captures
 from ._version import __version__
 
 _CHECK_DESCRIPTION = """\
@@ -59,6 +61,43 @@ examples:
       --publishable-key pk_test_emulator          # against a local emulator
   python -m st_middleware check --redirect-uri https://shop.example/smalltransfers/callback
   python -m st_middleware check | grep '^FAIL'"""
+
+_CAPTURES_DESCRIPTION = """\
+List the captures not confirmed yet in a store (authorize-capture mode):
+pending ones, which the capture workers keep retrying, and failed ones, which
+got a terminal answer and are never tried again. The store is the one the
+servers use: --store, else SMALL_TRANSFERS_STORE (SQLite or Redis; memory://
+lives inside one process and cannot be read from here).
+
+One line per capture (wide: shortened here), then a summary:
+
+  STATE    ID      AMOUNT                    CUSTOMER  REQUEST    AGE    ATTEMPTS  NEXT ATTEMPT
+  pending  9f2c:c  2500 micros (0.0025 USD)  cus_81a4  GET /paid  2m05s  4         in 31s
+  failed   77e0:c  1200 micros (0.0012 USD)  cus_81a4  GET /paid  1h02m  1         never (failed)
+  2 captures in sqlite:////var/lib/app/st.db: 1 pending, 1 failed
+
+with each line's LAST ERROR at its end (e.g. "server_error: Small Transfers
+answered 500").
+
+NEXT ATTEMPT is "due now", "in 31s", "in flight" (a worker is sending it
+right now) or "never (failed)". Access tokens are kept sealed in the store
+and are never printed.
+
+--retry ID makes one capture due now; ID is the capture's ID, its charge id
+or its idempotency key (as in the middleware's log lines). A pending capture
+is rescheduled; a failed one is put back as pending (after you fixed the
+cause, say merchant keys). The capture worker of any running server on this
+store sends it within about a second; a server starts its worker at its
+first request. A capture in flight is left alone.
+
+exit status: 0 on success, 1 when the store is unavailable or --retry found
+nothing to do, 2 on a usage error."""
+
+_CAPTURES_EPILOG = """\
+examples:
+  python -m st_middleware captures --store sqlite:////var/lib/app/st.db
+  SMALL_TRANSFERS_STORE=redis://cache:6379/0 python -m st_middleware captures --json
+  python -m st_middleware captures --retry ch_7894e4f55a607c9aa8577d00"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,6 +149,27 @@ def _parser() -> argparse.ArgumentParser:
         help=f"seconds allowed for each call to Small Transfers (default: {DEFAULT_TIMEOUT:g})",
     )
     check.set_defaults(handler=_check)
+
+    captures = commands.add_parser(
+        "captures",
+        help="list pending and failed captures in the state store; retry one",
+        description=_CAPTURES_DESCRIPTION,
+        epilog=_CAPTURES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    captures.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:////ABSOLUTE/PATH.db or redis://HOST:PORT/DB "
+        "(default: $SMALL_TRANSFERS_STORE)",
+    )
+    captures.add_argument(
+        "--retry",
+        metavar="ID",
+        help="make this capture due now (its ID, charge id or idempotency key)",
+    )
+    captures.add_argument("--json", action="store_true", help="print JSON for machines")
+    captures.set_defaults(handler=_captures)
     return parser
 
 
@@ -139,6 +199,12 @@ def _check(args: argparse.Namespace) -> int:
         print(line)
     sys.stdout.flush()
     return 0 if report.passed else 1
+
+
+def _captures(args: argparse.Namespace) -> int:
+    status = run_captures(store_url=args.store, retry=args.retry, as_json=args.json)
+    sys.stdout.flush()
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

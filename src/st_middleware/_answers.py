@@ -17,9 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ._charge import ChargeMode, Price
 from ._errors import (
     BadRequest,
     ChargeRefused,
+    InvalidToken,
     ProtocolError,
     ServiceUnavailable,
     SignInFailed,
@@ -123,11 +125,15 @@ def private_cache(headers: Headers) -> Headers:
 
 # What each refusal code tells the visitor (ours, never the provider's words).
 _REFUSAL_TEXT = {
-    "charge_limit_exceeded": "You have reached the spending limit of your Small Transfers "
-    "account. Raise it on Small Transfers, then try again.",
+    "charge_limit_exceeded": "What is left of your Small Transfers spending limit does not "
+    "cover this page. Raise the limit on your dashboard, then reload this page.",
     "charges_blocked": "Charges are blocked on your Small Transfers account.",
     "payment_provider_declined": "Your payment provider declined the charge.",
 }
+
+
+def _limit_reached(error: SmallTransfersError) -> bool:
+    return isinstance(error, ChargeRefused) and error.code == "charge_limit_exceeded"
 
 
 def _text(error: SmallTransfersError) -> tuple[str, str]:
@@ -174,14 +180,20 @@ def error_answer(
     request: Request,
     routes: Routes,
     *,
-    price_micros: int | None = None,
+    price: Price | None = None,
+    charge_mode: ChargeMode = "transaction",
+    dashboard_url: str | None = None,
     next_path: str | None = None,
     set_cookies: Iterable[str] = (),
 ) -> Answer:
     """The visitor's answer to ``error`` on ``request``.
 
-    ``next_path`` is where signing in should return to (default: this request).
+    ``price`` is what the request costs (worded after its mode, or
+    ``charge_mode``); ``dashboard_url`` is offered when the spending limit is
+    what stands in the way; ``next_path`` is where signing in should return to
+    (default: this request).
     """
+    price_micros = price.micros if price is not None else None
     offer_sign_in = isinstance(error, (SignInRequired, SignInFailed))
     sign_in_url = routes.sign_in_url(request, next_path) if offer_sign_in else None
     headers: Headers = list(_PRIVATE)
@@ -196,6 +208,10 @@ def error_answer(
             status=error.status,
             sign_in_url=sign_in_url,
             price_micros=price_micros,
+            price_mode=(price.mode or charge_mode) if price is not None else charge_mode,
+            price_description=price.description if price is not None else None,
+            dashboard_url=dashboard_url if _limit_reached(error) else None,
+            dashboard_label="Raise your spending limit on Small Transfers",
             back_url=routes.home(request),
             back_label="Back to the home page",
         )
@@ -211,13 +227,24 @@ def error_answer(
         if sign_in_url is not None:
             origin = routes.origin(request)
             problem["sign_in_url"] = (origin or "") + sign_in_url
-        if price_micros is not None:
-            problem["price_micros"] = price_micros
+        if isinstance(error, SignInRequired):
+            # A program's way in: the device flow, then Authorization: Bearer.
+            settings = routes.settings
+            problem["device_authorization_url"] = routes.absolute(request, settings.device_path)
+            problem["token_url"] = routes.absolute(request, settings.token_path)
+        if price is not None:
+            problem["price_micros"] = price.micros
+            problem["price_mode"] = price.mode or charge_mode
+            if price.description:
+                problem["price_description"] = price.description
         body = json.dumps(problem).encode("utf-8")
         headers.append(("Content-Type", _PROBLEM))
     if isinstance(error, SignInRequired):
-        # RFC 9110 wants a challenge with every 401; name the sign-in route.
-        headers.append(("WWW-Authenticate", 'SmallTransfers realm="payments"'))
+        # RFC 9110 wants a challenge with every 401; programs read RFC 6750's.
+        challenge = 'Bearer realm="smalltransfers"'
+        if isinstance(error, InvalidToken):
+            challenge += ', error="invalid_token"'
+        headers.append(("WWW-Authenticate", challenge))
     headers.append(("Content-Length", str(len(body))))
     headers.extend(("Set-Cookie", cookie) for cookie in set_cookies)
     return Answer(error.status, headers, body)

@@ -30,6 +30,7 @@ from ._errors import (
     error_for_reply,
     error_for_transport,
 )
+from ._transport import api_url
 from ._version import __version__
 
 __all__ = [
@@ -92,28 +93,71 @@ def new_idempotency_key() -> str:
 
 
 def _post(settings: Settings, path: str, payload: dict[str, Any], key: str | None) -> httpx.Request:
-    headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
-    if key is not None:
-        headers["Idempotency-Key"] = key
     body = {"publishableKey": settings.publishable_key, "secretKey": settings.secret_key}
     body.update(payload)
-    return httpx.Request("POST", settings.api_url + path, json=body, headers=headers)
+    # What httpx's json= sends, encoded here once.
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    # A parsed URL is kept per endpoint: parsing one costs more than the rest of the request.
+    url = api_url(settings.api_url + path)
+    # Every header given (Host and Content-Length too, as httpx would add them): httpx
+    # then has nothing to work out. Identity: the drivers read the reply's raw bytes.
+    headers = [
+        (b"Host", url.netloc),
+        (b"Accept", b"application/json"),
+        (b"Accept-Encoding", b"identity"),
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"%d" % len(content)),
+        (b"User-Agent", _USER_AGENT.encode("ascii")),
+    ]
+    if key is not None:
+        headers.append((b"Idempotency-Key", key.encode("ascii")))
+    timeout = settings.timeout
+    request = httpx.Request(
+        "POST",
+        url,
+        headers=headers,
+        stream=httpx.ByteStream(content),
+        # The drivers call the transport without an httpx client: the request carries
+        # its timeouts, as the client would have set them.
+        extensions={
+            "timeout": {
+                "connect": min(timeout, 5.0),
+                "read": timeout,
+                "write": timeout,
+                "pool": timeout,
+            }
+        },
+    )
+    request.read()  # the body is in memory: request.content, as with content=
+    return request
 
 
-def _call(request: httpx.Request, endpoint: str) -> Flow[Reply]:
-    """Send ``request``; retry once only if the connection was never made."""
+def _call(settings: Settings, request: httpx.Request, endpoint: str, path: str) -> Flow[Reply]:
+    """Send ``request`` (to ``path`` of the API); retry once only if nothing was sent."""
+    watch = settings.watch
     for attempt in (1, 2):
+        # Observers see each attempt (a span per call, as OpenTelemetry's HTTP conventions ask).
+        call = watch.call(endpoint, "POST", settings.api_url + path) if watch.active else None
         try:
             reply: Reply = yield Send(request, endpoint)
-            return reply
-        except _NOT_SENT as exc:
-            if attempt == 2:
-                raise error_for_transport(type(exc).__name__, sent=False, timed_out=False) from None
-        except httpx.TimeoutException as exc:
-            raise error_for_transport(type(exc).__name__, sent=True, timed_out=True) from None
-        except httpx.HTTPError as exc:
-            # The request may have arrived: never sent again.
-            raise error_for_transport(type(exc).__name__, sent=True, timed_out=False) from None
+        except BaseException as exc:
+            if call is not None:
+                call.end(None, type(exc).__name__)
+            if isinstance(exc, _NOT_SENT):
+                if attempt == 2:
+                    raise error_for_transport(
+                        type(exc).__name__, sent=False, timed_out=False
+                    ) from None
+                continue
+            if isinstance(exc, httpx.TimeoutException):
+                raise error_for_transport(type(exc).__name__, sent=True, timed_out=True) from None
+            if isinstance(exc, httpx.HTTPError):
+                # The request may have arrived: never sent again.
+                raise error_for_transport(type(exc).__name__, sent=True, timed_out=False) from None
+            raise
+        if call is not None:
+            call.end(reply.status, None)
+        return reply
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -151,7 +195,7 @@ def exchange_code(settings: Settings, code: str) -> Flow[TokenGrant]:
         {"grantType": "authorization_code", "authorizationCode": code},
         None,
     )
-    reply = yield from _call(request, "tokens")
+    reply = yield from _call(settings, request, "tokens", "/oauth/tokens")
     data = _check(reply, call="exchange")
     if not isinstance(data, dict) or not isinstance(data.get("accessToken"), str):
         raise ProtocolError("token reply without accessToken", code="bad_reply")
@@ -165,7 +209,7 @@ def exchange_code(settings: Settings, code: str) -> Flow[TokenGrant]:
 def create_transaction(settings: Settings, token: str, micros: int, key: str) -> Flow[str | None]:
     """``POST /transactions``: charge ``micros`` now. Returns the id, if one is given."""
     request = _post(settings, "/transactions", {"accessToken": token, "amountMicros": micros}, key)
-    reply = yield from _call(request, "transactions")
+    reply = yield from _call(settings, request, "transactions", "/transactions")
     data = _check(reply, call="charge")
     charge_id = data.get("id") if isinstance(data, dict) else None
     return str(charge_id) if isinstance(charge_id, (str, int)) else None
@@ -179,7 +223,7 @@ def authorize_charge(settings: Settings, token: str, micros: int, key: str) -> F
         {"accessToken": token, "currency": "usd", "amountMicros": micros},
         key,
     )
-    reply = yield from _call(request, "charges")
+    reply = yield from _call(settings, request, "charges", "/charges")
     data = _check(reply, call="charge")
     charge_id = data.get("id") if isinstance(data, dict) else None
     if not isinstance(charge_id, (str, int)) or isinstance(charge_id, bool):
@@ -192,13 +236,9 @@ def capture_charge(
     settings: Settings, token: str, charge_id: str, micros: int, key: str
 ) -> Flow[None]:
     """``POST /charges/{id}/capture``: take ``micros`` of the authorization."""
-    request = _post(
-        settings,
-        f"/charges/{quote(charge_id, safe='')}/capture",
-        {"accessToken": token, "amountMicros": micros},
-        key,
-    )
-    reply = yield from _call(request, "capture")
+    path = f"/charges/{quote(charge_id, safe='')}/capture"
+    request = _post(settings, path, {"accessToken": token, "amountMicros": micros}, key)
+    reply = yield from _call(settings, request, "capture", path)
     _check(reply, call="charge")
     return None
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 
@@ -16,8 +18,9 @@ from ._api import BodyCollector
 from ._base import BaseMiddleware
 from ._config import check_transport
 from ._core import Forward, Respond
-from ._effects import AskPricing, Flow, Reply, Run, Send
+from ._effects import AskPricing, Flow, ReadBody, Reply, Run, Send, StoreCall
 from ._request import Request, forwarded_origin
+from ._transport import default_transport
 from ._values import CHARGE, CUSTOMER
 
 __all__ = ["SmallTransfersASGI"]
@@ -44,24 +47,34 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
 
     def _setup(self) -> None:
         check_transport(self.settings.transport, httpx.AsyncBaseTransport, "SmallTransfersASGI")
-        self._client_kwargs = self._client_options()
-        # httpx clients belong to the loop that made them: one per running loop.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
+        # Requests go to the transport directly: httpx.AsyncClient's cookie, auth,
+        # redirect and hook work is not needed (each request carries its timeouts, see
+        # _api._post). The built-in transport keeps one pool per event loop, grown to
+        # the charges in flight; each loop's client only owns (and closes) its share.
+        self._transport: httpx.AsyncBaseTransport = default_transport(
+            asynchronous=True, **self._client_options()
         )
-        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
         self._handlers: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
             Send: self._send,
             AskPricing: self._ask_pricing,
+            StoreCall: self._store_call,
+            ReadBody: self._read_body,
         }
+        # The capture worker: one task per running loop, started at its first request.
+        self._workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def aclose(self) -> None:
-        """Close this event loop's pooled connections to Small Transfers."""
+        """Stop this loop's capture worker (one last try), then close its connections."""
+        await self._stop_captures()
+        await self._stores.aio.aclose()  # this loop's connections to the store
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose()
+            await client.aclose()  # closes this loop's connections (the transport's aclose)
 
     # -- the request --------------------------------------------------------------
 
@@ -72,13 +85,23 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
                 receive = self._lifespan_receive(receive)
             await self.app(scope, receive, send)
             return
-        cookie = _cookie_header(scope)
-        if not scope.get("root_path") and self._core.plainly_free(
-            scope.get("method", "GET"), scope["path"] or "/", cookie
+        if asyncio.get_running_loop() not in self._workers:
+            self._start_captures()
+        cookie, authorization = "", False
+        for name, _ in scope["headers"]:
+            if name == b"cookie":  # most anonymous requests carry none: no list, no join
+                if not cookie:
+                    cookie = _cookie_header(scope)
+            elif name == b"authorization":  # a program's bearer token: take the flow
+                authorization = True
+        if (
+            not authorization
+            and not scope.get("root_path")
+            and self._core.plainly_free(scope.get("method", "GET"), scope["path"] or "/", cookie)
         ):
             await self.app({**scope, CUSTOMER: None, CHARGE: None}, receive, send)
             return
-        decision = await self._run(self._core.handle(self._request(scope, cookie)))
+        decision = await self._run(self._core.handle(self._request(scope, cookie, receive)))
         if isinstance(decision, Respond):
             if kind == "websocket":
                 await _refuse_websocket(decision.answer, scope, receive, send)
@@ -91,14 +114,16 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             return
         await self._forward(decision, scope, receive, send)
 
-    def _request(self, scope: Scope, cookie: str) -> Request:
-        host = accept = ""
+    def _request(self, scope: Scope, cookie: str, receive: Receive) -> Request:
+        host = accept = authorization = ""
         forwarded_proto = forwarded_host = None
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value.decode("latin-1")
             elif name == b"accept":
                 accept = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
             # Repeated lines are joined, as WSGI servers do, so both adapters agree.
             elif name == b"x-forwarded-proto":
                 forwarded_proto = _joined(forwarded_proto, value)
@@ -108,12 +133,13 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             server = scope.get("server")
             host = f"{server[0]}:{server[1]}" if server else ""
         scheme = _SCHEMES.get(scope.get("scheme", "http"), "http")
+        peer = scope.get("client")
+        client = peer[0] if peer else None
         if self.settings.trusted_proxies:
-            client = scope.get("client")
             scheme, host = forwarded_origin(
                 scheme,
                 host,
-                client[0] if client else None,
+                client,
                 self.settings.trusted_proxies,
                 forwarded_proto,
                 forwarded_host,
@@ -132,7 +158,11 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
             query_string=scope.get("query_string", b"").decode("latin-1"),
             cookie=cookie,
             accept=accept,
+            authorization=authorization,
+            client=client,
             headers=lambda: _headers(scope),
+            body_source=receive,
+            websocket=scope["type"] == "websocket",
         )
 
     async def _forward(
@@ -189,6 +219,58 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
 
         return lifespan_receive
 
+    # -- the state store and the capture worker (retries the outbox) ---------------
+
+    @staticmethod
+    async def _read_body(effect: ReadBody) -> bytes:
+        receive: Any = effect.request.body_source
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # a disconnect (or a websocket's connect): nothing more to read
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= effect.limit:
+                chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)[: effect.limit]
+
+    async def _store_call(self, effect: StoreCall) -> Any:
+        return await getattr(self._stores.aio, effect.method)(*effect.args)
+
+    def _start_captures(self) -> None:
+        loop = asyncio.get_running_loop()
+        # A context of its own: the worker must not run inside the first request's
+        # (its trace span, its contextvars), or every retry would show up under it.
+        worker = contextvars.Context().run(
+            loop.create_task, self._capture_worker(), name="st-captures"
+        )
+        self._workers[loop] = worker
+
+    async def _capture_worker(self) -> None:
+        wait = 0.0
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                wait = await self._run(self._core.capture_round())
+            except Exception:
+                log.exception("capture worker round failed")
+                wait = 5.0
+
+    async def _stop_captures(self) -> None:
+        worker = self._workers.pop(asyncio.get_running_loop(), None)
+        if worker is None:
+            return
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        try:
+            await self._run(self._core.capture_round(final=True))  # one last try
+        except Exception:
+            log.exception("the last capture round failed")
+
     # -- the driver: carries out what a flow asks for ------------------------------
 
     async def _run(self, flow: Flow[T]) -> T:
@@ -204,40 +286,23 @@ class SmallTransfersASGI(BaseMiddleware[ASGIApp]):
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = httpx.AsyncClient(**self._client_kwargs)
+            client = self._clients[loop] = httpx.AsyncClient(
+                transport=self._transport, trust_env=False
+            )
         return client
 
-    def _gate(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:
-            # Waiting here is O(1); waiting in httpcore's pool queue costs
-            # O(waiting requests) of bookkeeping for every request.
-            gate = self._gates[loop] = asyncio.Semaphore(self.settings.max_connections)
-        return gate
-
     async def _send(self, effect: Send) -> Reply:
-        client, gate = self._client(), self._gate()
-        if gate.locked():
-            try:
-                await asyncio.wait_for(gate.acquire(), self.settings.timeout)
-            except asyncio.TimeoutError:
-                # Nothing was sent: the flow may retry, like httpx's own pool timeout.
-                raise httpx.PoolTimeout("no connection to Small Transfers was free") from None
-        else:
-            await gate.acquire()
+        self._client()  # this loop's owner of the connections, made at its first call
+        response = await self._transport.handle_async_request(effect.request)
         try:
-            response = await client.send(effect.request, stream=True)
-            try:
-                collector = BodyCollector(self.settings.timeout)
-                async for chunk in response.aiter_bytes():
-                    if not collector.feed(chunk):
-                        break
-                return collector.reply(response.status_code)
-            finally:
-                await response.aclose()
+            collector = BodyCollector(self.settings.timeout)
+            # The raw bytes: our requests ask for no content coding (see _api._post).
+            async for chunk in cast("httpx.AsyncByteStream", response.stream):
+                if not collector.feed(chunk):
+                    break
+            return collector.reply(response.status_code)
         finally:
-            gate.release()
+            await response.aclose()
 
     @staticmethod
     async def _ask_pricing(effect: AskPricing) -> object:

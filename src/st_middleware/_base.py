@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-import httpx
-
 from ._charge import ChargeEvent, ChargeMode
 from ._config import PreflightHeaders, Settings
 from ._core import Core
 from ._customer import Customer
+from ._observe import Observer
+from ._store import open_store
 
 Pricing = Callable[..., Any] | Mapping[str, Any] | None
 AppT = TypeVar("AppT")
@@ -47,17 +47,23 @@ class BaseMiddleware(Generic[AppT]):
         sign_in_path: str = "/smalltransfers/sign-in",
         callback_path: str = "/smalltransfers/callback",
         sign_out_path: str = "/smalltransfers/sign-out",
+        device_path: str = "/smalltransfers/device",
+        token_path: str = "/smalltransfers/token",  # noqa: S107 - a path, not a secret
+        device_interval: int = 5,
+        device_expires_in: int = 600,
         redirect_uri: str | None = None,
         scope: str = "add-charge",
         trusted_proxies: str | Sequence[str] = (),
         timeout: float = 10.0,
         retry_after: int = 5,
-        max_connections: int = 4,
+        max_connections: int = 1024,
         transport: Any = None,
         on_charge: Callable[[ChargeEvent], object] | None = None,
         on_charge_failed: Callable[[ChargeEvent], object] | None = None,
         on_sign_in: Callable[[Customer], object] | None = None,
         on_sign_out: Callable[[Customer], object] | None = None,
+        store: Any = None,
+        observers: Sequence[Observer] = (),
         **misspelled: Any,
     ) -> None:
         """Wrap ``app`` (positional) and charge its visitors through Small Transfers.
@@ -98,13 +104,44 @@ class BaseMiddleware(Generic[AppT]):
         - ``trusted_proxies``: client addresses whose ``X-Forwarded-Proto/-Host``
           are believed (``"*"``: any).
 
+        Programs and agents (``Authorization: Bearer``, RFC 8628 device flow):
+
+        - ``device_path`` (a program asks for a device code; the customer's
+          page is ``device_path + "/verify"``), ``token_path`` (the program
+          polls for its bearer token), ``device_interval`` (seconds between
+          polls), ``device_expires_in`` (seconds a code waits for approval).
+
         Calls to Small Transfers and hooks:
 
-        - ``timeout`` (seconds per call), ``retry_after`` (seconds in 503 answers),
-          ``max_connections`` (kept-alive connections per worker or event loop),
-          ``transport`` (an ``httpx`` transport, sync for WSGI, async for ASGI).
+        - ``timeout`` (seconds per call: connect at most 5 of them, then each
+          write and read), ``retry_after`` (seconds in 503 answers).
+        - ``max_connections`` (default 1024): the most connections to Small
+          Transfers per worker process (WSGI) or event loop (ASGI). The pool grows
+          with the charges in flight and keeps connections alive 30 s; a charge
+          beyond the limit waits up to ``timeout`` for one (then 503). The default
+          does not throttle a healthy worker; it only bounds a runaway.
+        - ``transport``: an ``httpx`` transport (``httpx.BaseTransport`` for WSGI,
+          ``httpx.AsyncBaseTransport`` for ASGI) to send with instead of the
+          built-in HTTP/1.1 one; its own limits apply (``max_connections`` does
+          not). Without it, a proxy named by ``HTTPS_PROXY``/``ALL_PROXY`` is used
+          through httpx's transport.
         - ``on_charge``, ``on_charge_failed`` (``ChargeEvent``), ``on_sign_in``,
           ``on_sign_out`` (``Customer``): plain functions, run inline.
+
+        State shared by processes and hosts:
+
+        - ``store`` (``SMALL_TRANSFERS_STORE``): where captures not yet
+          confirmed and signed-out sessions are kept: ``"memory://"`` (default,
+          this process), ``"sqlite:////ABSOLUTE/PATH.db"`` (one host, many
+          workers), ``"redis://HOST:PORT/DB"`` (many hosts; the ``redis``
+          extra), or an object with the ``st_middleware.Store`` methods.
+
+        Operators:
+
+        - ``observers``: what watches charges, calls to Small Transfers, sign-ins
+          and the capture outbox: ``st_middleware.observability.prometheus()``
+          (the ``prometheus`` extra), ``.opentelemetry()`` (the ``otel`` extra),
+          or any ``st_middleware.Observer``.
 
         A misspelled keyword fails at construction with a suggestion.
         """
@@ -124,6 +161,7 @@ class BaseMiddleware(Generic[AppT]):
             options=options,
         )
         self._core = Core(self.settings)
+        self._stores = open_store(self.settings.store)
         _QUIET_OWN_CALLS.add(self.settings.api_url)
         self._setup()
 
@@ -131,21 +169,13 @@ class BaseMiddleware(Generic[AppT]):
         """Adapter-specific checks and clients (called at the end of ``__init__``)."""
 
     def _client_options(self) -> dict[str, Any]:
-        """Options for the one pooled client: explicit timeouts, a kept-alive pool."""
+        """What :func:`~st_middleware._transport.default_transport` needs to pick a transport."""
         settings = self.settings
-        timeout = settings.timeout
-        options: dict[str, Any] = {
-            "timeout": httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            "limits": httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-                keepalive_expiry=30.0,
-            ),
-            "follow_redirects": False,
+        return {
+            "api_url": settings.api_url,
+            "max_connections": settings.max_connections,
+            "transport": settings.transport,
         }
-        if settings.transport is not None:
-            options["transport"] = settings.transport
-        return options
 
     def __getattr__(self, name: str) -> Any:
         # What routers and frameworks look up on an app (Starlette's `routes`

@@ -42,9 +42,14 @@ class Price:
     micros: int
     mode: ChargeMode | None = None
     capture_micros: int | None = None
+    #: The route's own words for its price, shown on the sign-in and refusal
+    #: pages (e.g. "0.0002 USD per word written").
+    description: str | None = None
 
     def __post_init__(self) -> None:
         check_micros(self.micros, "Price.micros")
+        if self.description is not None and not isinstance(self.description, str):
+            raise TypeError("Price.description must be a string")
         if self.mode is not None and self.mode not in CHARGE_MODES:
             raise ValueError(f"Price.mode must be one of {CHARGE_MODES}, got {self.mode!r}")
         if self.capture_micros is not None:
@@ -146,6 +151,10 @@ class ChargeEvent:
     idempotency_key: str
     charge_id: str | None = None
     code: str | None = None
+    #: The pricing rule that priced the request (``"/api/*"``; ``None`` for a callable).
+    route: str | None = None
+    #: Seconds the call(s) to Small Transfers behind this outcome took.
+    duration_s: float | None = None
 
     @property
     def ok(self) -> bool:

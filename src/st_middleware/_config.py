@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 from ._charge import CHARGE_MODES, ChargeEvent, ChargeMode
 from ._customer import Customer
 from ._errors import ConfigurationError
+from ._observe import Observer, Watch
 from ._pricing import PriceRule, compile_pricing
+from ._store import parse_store_url
 
 __all__ = ["DEFAULT_BASE_URL", "TEST_BASE_URL", "Settings", "check_transport"]
 
@@ -57,6 +59,12 @@ class Settings:
     sign_in_path: str = "/smalltransfers/sign-in"
     callback_path: str = "/smalltransfers/callback"
     sign_out_path: str = "/smalltransfers/sign-out"
+    device_path: str = "/smalltransfers/device"
+    token_path: str = "/smalltransfers/token"  # noqa: S105 - a path, not a secret
+    #: Seconds a program waits between two polls of the token route (RFC 8628 ``interval``).
+    device_interval: int = 5
+    #: Seconds a device authorization waits for the customer's approval.
+    device_expires_in: int = 600
     charge_mode: ChargeMode = "transaction"
     timeout: float = 10.0
     session_max_age: int = 30 * 24 * 3600
@@ -70,7 +78,7 @@ class Settings:
     scope: str = "add-charge"
     trusted_proxies: frozenset[str] = frozenset()
     retry_after: int = 5
-    max_connections: int = 4
+    max_connections: int = 1024
     failure_status: Callable[[int], bool] = _default_failure
     on_charge: ChargeHook | None = None
     on_charge_failed: ChargeHook | None = None
@@ -78,7 +86,17 @@ class Settings:
     on_sign_out: CustomerHook | None = None
     preflight_headers: PreflightHeaders = None
     cache_paid_answers: bool = False
+    #: The state store: a URL (``memory://``, ``sqlite:////path``, ``redis://...``) or an object.
+    store: Any = field(default=None, repr=False)
+    #: What operators watch with (``st_middleware.observability``).
+    observers: tuple[Observer, ...] = ()
     transport: Any = field(default=None, repr=False)
+
+    #: The observers, called safely (derived, not an option).
+    watch: Watch = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "watch", Watch(self.observers))
 
     @property
     def api_url(self) -> str:
@@ -113,14 +131,13 @@ class Settings:
         base = _base_url(base_url, env, pk)
         kwargs: dict[str, Any] = dict(options)
 
-        for name in ("sign_in_path", "callback_path", "sign_out_path"):
+        for name in _ROUTE_OPTIONS:
             if name in kwargs:
                 kwargs[name] = _path(kwargs[name], name)
-        paths = [
-            kwargs.get(n, _default(n)) for n in ("sign_in_path", "callback_path", "sign_out_path")
-        ]
-        if len(set(paths)) != 3:
-            raise ConfigurationError("sign_in_path, callback_path and sign_out_path must differ")
+        paths = [kwargs.get(n, _default(n)) for n in _ROUTE_OPTIONS]
+        verify = kwargs.get("device_path", _default("device_path")) + "/verify"
+        if len({*paths, verify}) != len(paths) + 1:
+            raise ConfigurationError(f"{', '.join(_ROUTE_OPTIONS)} must all differ")
 
         mode = kwargs.get("charge_mode", "transaction")
         if mode not in CHARGE_MODES:
@@ -128,7 +145,13 @@ class Settings:
         for name in ("timeout",):
             if name in kwargs:
                 kwargs[name] = _positive_number(kwargs[name], name)
-        for name in ("session_max_age", "retry_after", "max_connections"):
+        for name in (
+            "session_max_age",
+            "retry_after",
+            "max_connections",
+            "device_interval",
+            "device_expires_in",
+        ):
             if name in kwargs:
                 kwargs[name] = _positive_int(kwargs[name], name)
         generation = kwargs.get("session_generation", 0)
@@ -146,6 +169,12 @@ class Settings:
                 raise ConfigurationError(f"{name} must be True or False")
         if "preflight_headers" in kwargs:
             kwargs["preflight_headers"] = _preflight(kwargs["preflight_headers"])
+        if "observers" in kwargs:
+            kwargs["observers"] = _observers(kwargs["observers"])
+        if kwargs.get("store") is None:
+            kwargs["store"] = env.get("SMALL_TRANSFERS_STORE", "").strip() or "memory://"
+        if isinstance(kwargs["store"], str):
+            parse_store_url(kwargs["store"])  # a wrong URL fails here, naming the forms
         for name in ("cookie_name", "state_cookie_name"):
             if name in kwargs:
                 kwargs[name] = _cookie_name(kwargs[name], name)
@@ -185,10 +214,13 @@ class Settings:
         )
 
 
+_ROUTE_OPTIONS = ("sign_in_path", "callback_path", "sign_out_path", "device_path", "token_path")
+
 _OPTION_NAMES = frozenset(
     name
     for name in Settings.__dataclass_fields__
-    if name not in {"publishable_key", "secret_key", "session_secrets", "base_url", "price_of"}
+    if name
+    not in {"publishable_key", "secret_key", "session_secrets", "base_url", "price_of", "watch"}
 )
 
 
@@ -351,6 +383,20 @@ def _proxies(value: object) -> frozenset[str]:
     if not all(isinstance(item, str) and item for item in items):
         raise ConfigurationError("trusted_proxies must be a list of client addresses, or '*'")
     return cast(frozenset[str], items)
+
+
+def _observers(value: object) -> tuple[Observer, ...]:
+    items = (value,) if isinstance(value, Observer) else value
+    if not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
+        raise ConfigurationError("observers must be a list of observers")
+    found = tuple(items)
+    for observer in found:
+        if not isinstance(observer, Observer):
+            raise ConfigurationError(
+                f"observers: {type(observer).__name__} lacks the Observer methods "
+                "(see st_middleware.observability)"
+            )
+    return cast(tuple[Observer, ...], found)
 
 
 def _preflight(value: object) -> PreflightHeaders:

@@ -1,22 +1,26 @@
 """The decisions, with no I/O: one request as one flow.
 
 :meth:`Core.handle` is a generator (a *flow*, see :mod:`._effects`) that
-takes a canonical :class:`Request` through route -> session -> price -> charge
-and returns the decision: :class:`Respond` (the middleware answers) or
-:class:`Forward` (the app runs, with these values). Whatever it needs done on
-the way (call the merchant's pricing, send a request to Small Transfers) it
-yields; the WSGI and ASGI drivers carry it out. Once the app's response is
-over, :meth:`Core.after_response` gives the capture flow, run by the same
-drivers.
+takes a canonical :class:`Request` through route -> credential (the session
+cookie, or a program's bearer token, not signed out in the store) -> price
+-> charge and returns the decision: :class:`Respond` (the middleware answers)
+or :class:`Forward` (the app runs, with these values). Whatever it needs done
+on the way (call the merchant's pricing, send a request to Small Transfers,
+read or write the state store) it yields; the WSGI and ASGI drivers carry it
+out. Once the app's response is over, :meth:`Core.after_response` gives the
+capture flow (:mod:`._captures`), run by the same drivers, as are the capture
+worker's rounds (:meth:`Core.capture_round`) and the device flow's routes
+(:mod:`._device`).
 
 Every charge outcome is logged on the ``st_middleware`` logger and offered to
-the merchant's hooks from here, once.
+the observers and the merchant's hooks from here, once.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import random as _random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,13 +28,16 @@ from typing import Any
 
 from . import _api as api
 from ._answers import Answer, Headers, error_answer, preflight_answer, private_cache, redirect
+from ._captures import CaptureRecord, Captures
 from ._charge import Charge, ChargeEvent, Outcome, Price
 from ._config import Settings
 from ._customer import Customer
-from ._effects import AskPricing, Flow
+from ._device import DeviceFlow
+from ._effects import AskPricing, Flow, ReadBody, StoreCall
 from ._errors import (
     BadRequest,
     CookieTooLarge,
+    InvalidToken,
     PricingError,
     ProtocolError,
     ServiceUnavailable,
@@ -43,6 +50,7 @@ from ._pricing import PREFLIGHT, Decision
 from ._request import Request, is_plain_path
 from ._routes import Route, Routes, query_params, safe_next
 from ._session import Cookies, Session
+from ._store import StoreUnavailable
 
 __all__ = ["Core", "Forward", "Respond"]
 
@@ -61,6 +69,7 @@ class _CapturePlan:
     token: str = field(repr=False)
     request: Request
     customer_id: str
+    route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +102,21 @@ class Forward:
 class Core:
     """Every decision of one middleware instance (sans-IO, shared by both adapters).
 
-    ``clock`` (seconds, like :func:`time.time`), ``new_key`` (idempotency keys)
-    and ``log`` are the core's only links to the world, so tests can pin them.
+    ``clock`` (seconds, like :func:`time.time`), ``new_key`` (idempotency keys),
+    ``random`` (jitter, in [0, 1)) and ``log`` are the core's only links to the
+    world, so tests can pin them.
     """
 
-    __slots__ = ("_clock", "_log", "_new_key", "cookies", "routes", "settings")
+    __slots__ = (
+        "_clock",
+        "_log",
+        "_new_key",
+        "captures",
+        "cookies",
+        "device",
+        "routes",
+        "settings",
+    )
 
     def __init__(
         self,
@@ -105,6 +124,7 @@ class Core:
         *,
         clock: Callable[[], float] = time.time,
         new_key: Callable[[], str] = api.new_idempotency_key,
+        random: Callable[[], float] = _random.random,
         log: logging.Logger = _log,
     ) -> None:
         self.settings = settings
@@ -113,6 +133,10 @@ class Core:
         self._clock = clock
         self._new_key = new_key
         self._log = log
+        self.captures = Captures(
+            settings, self.cookies.store_tokens, self._report, clock=clock, random=random, log=log
+        )
+        self.device = DeviceFlow(settings, self.cookies, self.routes, clock=clock, log=log)
 
     # -- 0. the free, anonymous fast path ------------------------------------------
 
@@ -125,14 +149,18 @@ class Core:
         customer and no charge, which is exactly what :meth:`handle` would
         decide, minus building a :class:`Request`. False means: take the flow.
         """
-        if self.settings.cookie_name in cookie or not is_plain_path(path):
+        settings = self.settings
+        if cookie and settings.cookie_name in cookie:
             return False
-        if self.routes.owns(path):
+        if not is_plain_path(path) or self.routes.owns(path):
             return False
-        rule = self.settings.price_of
+        rule = settings.price_of
         if rule is None:
             return True
-        return rule.table is not None and rule.table.price_for(method.upper(), path) is None
+        table = rule.table
+        if table is None:
+            return False
+        return table.price_for(method if method.isupper() else method.upper(), path) is None
 
     # -- 1. the flow of one request -------------------------------------------------
 
@@ -143,8 +171,8 @@ class Core:
         route = self.routes.match(request)
         if route is not None:
             return (yield from self._route(route, request))
-        read = self.cookies.read_session(request)
-        session = read.session
+        credential = yield from self._credential(request)
+        session, set_cookies, store_down = credential
         customer = request.customer = session.customer if session is not None else None
         try:
             decision = yield from self._price(request)
@@ -152,9 +180,9 @@ class Core:
             self._log.error(
                 "pricing failed for %r: %s", request, error.detail, exc_info=error.__cause__
             )
-            return self._fail(error, request, set_cookies=read.set_cookies)
+            return self._fail(error, request, set_cookies=set_cookies)
         if decision is None:
-            return Forward(customer, None, read.set_cookies, private=bool(read.set_cookies))
+            return Forward(customer, None, set_cookies, private=bool(set_cookies))
         if decision is PREFLIGHT:
             return self._respond(request, preflight_answer(request, self.settings))
         assert isinstance(decision, Price)
@@ -163,12 +191,56 @@ class Core:
             # often redirect to it): send the visitor there before charging, so
             # one page view costs one charge.
             location = self.routes.current_path(request)
-            return self._respond(request, redirect(location, read.set_cookies, status=308))
+            return self._respond(request, redirect(location, set_cookies, status=308))
+        if store_down is not None:
+            if self.settings.fail_open:
+                self._log.warning("failed open: %r served uncharged (store unavailable)", request)
+                return Forward(None, None, set_cookies, private=True)
+            outage = ServiceUnavailable("the state store is unavailable", code="store_unavailable")
+            return self._fail(outage, request, price=decision, set_cookies=set_cookies)
         if session is None:
-            return self._fail(
-                SignInRequired(), request, price=decision, set_cookies=read.set_cookies
-            )
-        return (yield from self._charge(request, session, decision, read.set_cookies))
+            # A program whose token no longer works is told so (RFC 6750), not just "sign in".
+            refusal = InvalidToken() if request.bearer is not None else SignInRequired()
+            return self._fail(refusal, request, price=decision, set_cookies=set_cookies)
+        return (yield from self._charge(request, session, decision, set_cookies))
+
+    def _credential(
+        self, request: Request
+    ) -> Flow[tuple[Session | None, tuple[str, ...], StoreUnavailable | None]]:
+        """Who is signed in: ``(session, Set-Cookie values, store failure)``.
+
+        ``Authorization: Bearer`` wins over the cookie: a program that also
+        carries a browser's cookie pays with its token, and the cookie is left
+        alone (neither read nor cleared), so one request is never charged twice.
+        Either way the session must not have been signed out (the store).
+        """
+        bearer = request.bearer
+        if bearer is not None:
+            session: Session | None = self.cookies.open_bearer(bearer)
+            set_cookies: tuple[str, ...] = ()
+            sid = self.cookies.bearer_id(bearer)
+        else:
+            read = self.cookies.read_session(request)
+            session, set_cookies = read.session, read.set_cookies
+            sid = self.cookies.session_id(session) if session is not None else ""
+            if read.rejected is not None:
+                self.settings.watch.session("rejected", read.rejected)
+        if session is None:
+            if bearer is not None:
+                self.settings.watch.session("rejected", "invalid")
+            return None, set_cookies, None
+        try:
+            if (yield StoreCall("get", (_revoked(sid),))):
+                # Signed out (on any host sharing the store): a copy is no session.
+                if bearer is None:
+                    set_cookies = (self.cookies.clear_session(request),)
+                self.settings.watch.session("rejected", "revoked")
+                return None, set_cookies, None
+        except StoreUnavailable as exc:
+            # Sign-out cannot be checked: nobody is signed in for now.
+            self._log.error("the state store is unavailable (%s): session not trusted", exc)
+            return None, set_cookies, exc
+        return session, set_cookies, None
 
     def _price(self, request: Request) -> Flow[Decision]:
         rule = self.settings.price_of
@@ -200,6 +272,9 @@ class Core:
             capture_micros=price.capture_micros,
         )
         private = not settings.cache_paid_answers or bool(set_cookies)
+        table = settings.price_of.table if settings.price_of is not None else None
+        route = table.rule_of(price) if table is not None else None
+        started = self._clock()
         try:
             if mode == "transaction":
                 flow = api.create_transaction(settings, token, price.micros, charge.idempotency_key)
@@ -209,22 +284,54 @@ class Core:
         except SmallTransfersError as error:
             failed_open = isinstance(error, ServiceUnavailable) and settings.fail_open
             outcome: Outcome = "failed_open" if failed_open else error.outcome
-            self._report(_event(outcome, charge, request, customer, error.code), error)
+            event = _event(
+                outcome,
+                charge,
+                request,
+                customer,
+                error.code,
+                route=route,
+                started=started,
+                now=self._clock(),
+            )
+            self._report(event, error)
             if failed_open:
                 return Forward(customer, None, set_cookies, private=private)
             if isinstance(error, SessionInvalid):
-                set_cookies = (self.cookies.clear_session(request),)
+                bearer = request.bearer
+                if bearer is None:
+                    set_cookies = (self.cookies.clear_session(request),)
+                else:
+                    # The customer revoked this site: the token is dead everywhere.
+                    yield from self._revoke(self.cookies.bearer_id(bearer), session)
+                    error = InvalidToken(error.detail)
             return self._fail(error, request, price=price, set_cookies=set_cookies)
         except BaseException:
             # Cancelled (a timeout, a shutdown) with the call in flight: the
             # charge may have happened, so it is reported for reconciliation.
-            self._report(_event("interrupted", charge, request, customer, "interrupted"))
+            self._report(
+                _event(
+                    "interrupted",
+                    charge,
+                    request,
+                    customer,
+                    "interrupted",
+                    route=route,
+                    started=started,
+                    now=self._clock(),
+                )
+            )
             raise
+        done = self._clock()
         if mode == "transaction":
-            self._report(_event("charged", charge, request, customer))
+            self._report(
+                _event("charged", charge, request, customer, route=route, started=started, now=done)
+            )
             return Forward(customer, charge, set_cookies, private=private)
-        self._report(_event("authorized", charge, request, customer))
-        plan = _CapturePlan(token, request, customer.id)
+        self._report(
+            _event("authorized", charge, request, customer, route=route, started=started, now=done)
+        )
+        plan = _CapturePlan(token, request, customer.id, route)
         return Forward(customer, charge, set_cookies, private=private, capture=plan)
 
     # -- 3. capture, after the response -----------------------------------------
@@ -248,12 +355,10 @@ class Core:
             else:
                 reason = "redirect" if 300 <= status < 400 else "failure_status"
             charge.captured_micros = 0
-            event = _event("not_captured", charge, plan.request, Customer(plan.customer_id), reason)
+            customer = Customer(plan.customer_id)
+            event = _event("not_captured", charge, plan.request, customer, reason, route=plan.route)
             self._report(event)
             return None
-        return self._capture(plan, charge)
-
-    def _capture(self, plan: _CapturePlan, charge: Charge) -> Flow[None]:
         wanted = charge.amount_micros
         if charge.capture_micros is not None and charge.capture_micros > charge.authorized_micros:
             self._log.warning(
@@ -263,20 +368,24 @@ class Core:
                 charge.id,
                 charge.idempotency_key,
             )
-        customer = Customer(plan.customer_id)
         assert charge.id is not None
-        key = charge.idempotency_key + ":capture"
-        try:
-            yield from api.capture_charge(self.settings, plan.token, charge.id, wanted, key)
-        except SmallTransfersError as error:
-            event = _event("capture_failed", charge, plan.request, customer, error.code)
-            self._report(event, error)
-            return
-        except BaseException:
-            self._report(_event("interrupted", charge, plan.request, customer, "interrupted"))
-            raise
         charge.captured_micros = wanted
-        self._report(_event("captured", charge, plan.request, customer))
+        record = CaptureRecord(
+            charge_id=charge.id,
+            amount_micros=wanted,
+            authorized_micros=charge.authorized_micros,
+            customer_id=plan.customer_id,
+            method=plan.request.method,
+            path=plan.request.root_path + plan.request.path,
+            idempotency_key=charge.idempotency_key,
+            sealed_token="",
+            route=plan.route,
+        )
+        return self.captures.new(record, plan.token)
+
+    def capture_round(self, *, final: bool = False) -> Flow[float]:
+        """One round of the capture worker (see :mod:`._captures`); seconds until the next."""
+        return self.captures.round(final=final)
 
     # -- our own routes ------------------------------------------------------------
 
@@ -285,7 +394,19 @@ class Core:
             return (yield from self._callback(request))
         if route is Route.SIGN_IN:
             return self._sign_in(request)
-        return self._sign_out(request)
+        if route is Route.SIGN_OUT:
+            return (yield from self._sign_out(request))
+        body = (yield ReadBody(request, _MAX_FORM + 1)) if request.method == "POST" else b""
+        if route is Route.DEVICE:
+            answer = yield from self.device.authorize(request, body)
+        elif route is Route.TOKEN:
+            answer = yield from self.device.token(request, body)
+        else:
+            session = (yield from self._credential(request))[0]
+            answer = yield from self.device.verify(
+                request, body, session, lambda back: self.routes.sign_in_url(request, back)
+            )
+        return self._respond(request, answer)
 
     def _sign_in(self, request: Request) -> Respond:
         params = query_params(request.query_string)
@@ -307,6 +428,7 @@ class Core:
         error = params.get("error")
         if error == "access_denied":
             # The customer said no: a quiet way back, no session, no error page.
+            self._log.info("sign-in denied by the visitor; nothing charged")
             target = state.next_path if state is not None else home
             return self._respond(request, redirect(target, cleared))
         if state is None:
@@ -347,18 +469,43 @@ class Core:
             failure = ProtocolError("access token too large for a cookie", code="token_too_large")
             return self._fail(failure, request, next_path=next_path, set_cookies=cleared)
         self._log.info("sign-in: customer %s", grant.customer.id)
+        self.settings.watch.session("sign_in")
         self._call_hook(self.settings.on_sign_in, grant.customer, "on_sign_in")
         return self._respond(request, redirect(next_path, cookies))
 
-    def _sign_out(self, request: Request) -> Respond:
+    def _sign_out(self, request: Request) -> Flow[Respond]:
+        bearer = request.bearer
+        if bearer is not None:
+            # A program signs out its token: revoked everywhere the store reaches.
+            session = self.cookies.open_bearer(bearer)
+            if session is not None:
+                yield from self._revoke(self.cookies.bearer_id(bearer), session)
+                self._log.info("sign-out of a program: customer %s", session.customer.id)
+                self.settings.watch.session("sign_out")
+            return self._respond(request, Answer(204, [("Cache-Control", "no-store")]))
         params = query_params(request.query_string)
         next_path = safe_next(params.get("next"), self.routes.home(request))
-        read = self.cookies.read_session(request)
-        if read.session is not None:
-            self._log.info("sign-out: customer %s", read.session.customer.id)
-            self._call_hook(self.settings.on_sign_out, read.session.customer, "on_sign_out")
+        session = self.cookies.read_session(request).session
+        if session is not None:
+            # Every copy of this cookie, on every host sharing the store, stops
+            # opening; the record lives as long as the session would have.
+            yield from self._revoke(self.cookies.session_id(session), session)
+            self._log.info("sign-out: customer %s", session.customer.id)
+            self.settings.watch.session("sign_out")
+            self._call_hook(self.settings.on_sign_out, session.customer, "on_sign_out")
         cleared = [self.cookies.clear_session(request)]
         return self._respond(request, redirect(next_path, cleared))
+
+    def _revoke(self, sid: str, session: Session) -> Flow[None]:
+        try:
+            yield StoreCall("put", (_revoked(sid), b"1", self.cookies.remaining(session)))
+        except StoreUnavailable as exc:
+            self._log.error(
+                "sign-out of customer %s could not be recorded (%s): copies of the "
+                "credential stay valid until they expire",
+                session.customer.id,
+                exc,
+            )
 
     # -- answers, reports -----------------------------------------------------------
 
@@ -378,32 +525,53 @@ class Core:
     ) -> Respond:
         if isinstance(error, ServiceUnavailable):
             error.retry_after = self.settings.retry_after
+        if next_path is None and request.websocket:
+            next_path = self.routes.home(request)  # a browser cannot "return" to a socket
         answer = error_answer(
             error,
             request,
             self.routes,
-            price_micros=price.micros if price is not None else None,
+            price=price,
+            charge_mode=self.settings.charge_mode,
+            dashboard_url=self.settings.base_url + "/customer/dashboard",
             next_path=next_path,
             set_cookies=set_cookies,
         )
         return self._respond(request, answer)
 
     def _report(self, event: ChargeEvent, error: SmallTransfersError | None = None) -> None:
-        """Log a charge outcome and hand it to the merchant's hook."""
+        """Log a charge outcome (with fields for JSON formatters), tell observers and hooks."""
         level = logging.INFO if event.ok else _LEVELS.get(event.outcome, logging.WARNING)
-        self._log.log(
-            level,
-            "charge %s: %s %s %d micros (%s) customer=%s key=%s id=%s%s",
-            event.outcome,
-            event.method,
-            event.path,
-            event.amount_micros,
-            event.mode,
-            event.customer_id,
-            event.idempotency_key,
-            event.charge_id,
-            f" error={api.describe(error)}" if error is not None else "",
-        )
+        if self._log.isEnabledFor(level):
+            self._log.log(
+                level,
+                "charge %s: %s %s %d micros (%s) customer=%s key=%s id=%s%s",
+                event.outcome,
+                event.method,
+                event.path,
+                event.amount_micros,
+                event.mode,
+                event.customer_id,
+                event.idempotency_key,
+                event.charge_id,
+                f" error={api.describe(error)}" if error is not None else "",
+                extra={
+                    "outcome": event.outcome,
+                    "amount_micros": event.amount_micros,
+                    "mode": event.mode,
+                    "route": event.route,
+                    "charge_id": event.charge_id,
+                    "idempotency_key": event.idempotency_key,
+                    "customer_id": event.customer_id,
+                    "method": event.method,
+                    "path": event.path,
+                    "error_code": event.code,
+                    "duration_ms": None
+                    if event.duration_s is None
+                    else round(event.duration_s * 1000, 3),
+                },
+            )
+        self.settings.watch.charge(event)
         hook = self.settings.on_charge if event.ok else self.settings.on_charge_failed
         self._call_hook(hook, event, "on_charge" if event.ok else "on_charge_failed")
 
@@ -415,6 +583,15 @@ class Core:
         except Exception:
             # A merchant's bookkeeping bug must not break a paid response.
             self._log.exception("%s hook raised", name)
+
+
+#: The largest body our own routes read (the device flow's small forms).
+_MAX_FORM = 4096
+
+
+def _revoked(session_id: str) -> str:
+    """The store key that marks a session as signed out."""
+    return f"revoked:{session_id}"
 
 
 _LEVELS = {
@@ -430,6 +607,10 @@ def _event(
     request: Request,
     customer: Customer,
     code: str | None = None,
+    *,
+    route: str | None = None,
+    started: float | None = None,
+    now: float | None = None,
 ) -> ChargeEvent:
     amount = charge.authorized_micros if outcome != "captured" else charge.amount_micros
     if outcome == "not_captured":
@@ -444,4 +625,6 @@ def _event(
         idempotency_key=charge.idempotency_key,
         charge_id=charge.id,
         code=code,
+        route=route,
+        duration_s=None if started is None or now is None else max(0.0, now - started),
     )

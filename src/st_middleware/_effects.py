@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._pricing import PriceRule
     from ._request import Request
 
-__all__ = ["AskPricing", "Effect", "Flow", "Reply", "Run", "Send"]
+__all__ = ["AskPricing", "Effect", "Flow", "ReadBody", "Reply", "Run", "Send", "StoreCall"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,29 @@ class AskPricing:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreCall:
+    """Call ``method(*args)`` on the state store (sync or async); the result is its return.
+
+    The store's own failures come back into the flow as ``StoreUnavailable``.
+    """
+
+    method: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """Read the request's body, at most ``limit`` bytes; the result is the bytes read.
+
+    Only the middleware's own routes read a body (the program's POSTs of the
+    device flow): the app's requests are never touched.
+    """
+
+    request: Request
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """What came back from Small Transfers: status and (at most a capped part of) the body."""
 
@@ -54,7 +77,7 @@ class Reply:
     truncated: bool = False
 
 
-Effect = Send | AskPricing
+Effect = Send | AskPricing | StoreCall | ReadBody
 #: A flow: yields effects, receives their results, returns ``T``.
 Flow = Generator[Effect, Any, T]
 

@@ -18,6 +18,7 @@ __all__ = [
     "ChargeRefused",
     "ConfigurationError",
     "CookieTooLarge",
+    "InvalidToken",
     "PricingError",
     "ProtocolError",
     "ServiceUnavailable",
@@ -25,6 +26,7 @@ __all__ = [
     "SignInFailed",
     "SignInRequired",
     "SmallTransfersError",
+    "capture_verdict",
     "error_for_reply",
     "error_for_transport",
 ]
@@ -92,6 +94,16 @@ class SessionInvalid(SignInRequired):
 
     code = "invalid_access_token"
     title = "Please sign in again"
+
+
+class InvalidToken(SignInRequired):
+    """A program's bearer token is tampered, expired, revoked or no longer accepted.
+
+    Answered 401 with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750).
+    """
+
+    code = "invalid_token"
+    title = "Authorize this program again"
 
 
 class ChargeRefused(SmallTransfersError):
@@ -188,6 +200,8 @@ def error_for_reply(
     key problem) means the visitor starts the sign-in again.
     """
     kind = _BY_CODE.get(code or "")
+    if kind is None and status == 429:
+        return ServiceUnavailable(detail, code=code or "rate_limited")
     if kind is None:
         if status >= 500:
             kind = ServiceUnavailable
@@ -205,6 +219,26 @@ def error_for_reply(
     ):
         return SignInFailed(detail, code="invalid_code")
     return kind(detail, code=code or kind.code)
+
+
+Verdict = Literal["confirmed", "retry", "terminal"]
+
+
+def capture_verdict(error: SmallTransfersError) -> Verdict:
+    """What a failed capture means for the outbox.
+
+    A capture is safe to send again: a repeat of one that went through answers
+    ``409 charge_already_captured``, which confirms it. An outage (no
+    connection, a timeout, a reset, 429, 5xx, ``maintenance_mode``,
+    ``server_error``) is retried; anything else (``charge_not_found``,
+    ``charge_expired``, ``charge_voided``, ``charge_amount_exceeds_authorized``,
+    ``validation_error``, a key or token problem) will never succeed.
+    """
+    if error.code == "charge_already_captured":
+        return "confirmed"
+    if isinstance(error, ServiceUnavailable):
+        return "retry"
+    return "terminal"
 
 
 def error_for_transport(name: str, *, sent: bool, timed_out: bool) -> ServiceUnavailable:

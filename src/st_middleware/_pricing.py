@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from ._charge import Price, check_micros
@@ -112,14 +113,19 @@ _ByMethod = dict[str | None, Price | None]
 class RuleTable:
     """The mapping shortcut, compiled into an exact table and ordered wildcards."""
 
-    __slots__ = ("_exact", "_wildcards")
+    __slots__ = ("_exact", "_names", "_wildcards")
 
     def __init__(self, rules: Mapping[Any, Any]) -> None:
         exact: dict[str, _ByMethod] = {}
         wildcards: dict[str, _ByMethod] = {}
+        #: Each rule's own Price object -> the rule as written (a bounded metrics label).
+        self._names: dict[int, str] = {}
         for key, value in rules.items():
             method, path = _parse_rule(key)
             price = _rule_price(key, value)
+            if price is not None:
+                price = replace(price)  # one object per rule, even if the merchant shared one
+                self._names[id(price)] = " ".join(key.split())
             if path.endswith("/*"):
                 wildcards.setdefault(path[:-1], {})[method] = price
             else:
@@ -149,6 +155,10 @@ class RuleTable:
                 if found is not _MISSING:
                     return found  # type: ignore[return-value]
         return None
+
+    def rule_of(self, price: Price) -> str | None:
+        """The rule (``"/api/*"``, ``"POST /x"``) that decided ``price``, if it came from here."""
+        return self._names.get(id(price))
 
     def _options(self, path: str) -> Decision:
         # A rule naming OPTIONS decides; otherwise any price on the path means

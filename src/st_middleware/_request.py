@@ -82,6 +82,9 @@ class Request:
         "_headers",
         "_headers_factory",
         "accept",
+        "authorization",
+        "body_source",
+        "client",
         "cookie",
         "customer",
         "host",
@@ -92,6 +95,7 @@ class Request:
         "root_path",
         "scheme",
         "unfit",
+        "websocket",
     )
 
     def __init__(
@@ -105,7 +109,11 @@ class Request:
         query_string: str = "",
         cookie: str = "",
         accept: str = "",
+        authorization: str = "",
+        client: str | None = None,
         headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+        body_source: object = None,
+        websocket: bool = False,
     ) -> None:
         self.method = method.upper()
         self.scheme = scheme
@@ -119,6 +127,14 @@ class Request:
         self.query_string = query_string
         self.cookie = cookie
         self.accept = accept
+        #: The ``Authorization`` header (a program's bearer token), ``""`` when absent.
+        self.authorization = authorization
+        #: The peer's address (rate limits of the device flow), when the server gives it.
+        self.client = client
+        #: Where the adapter reads the body from (the environ, or ``receive``): adapters only.
+        self.body_source = body_source
+        #: A websocket handshake (a browser cannot come back to it after signing in).
+        self.websocket = websocket
         self.customer: Customer | None = None
         # Most requests never look at every header: build them on demand.
         if callable(headers) and not isinstance(headers, Mapping):
@@ -140,6 +156,13 @@ class Request:
     def wants_html(self) -> bool:
         """Browsers name ``text/html`` in ``Accept``; API clients (``*/*`` included) do not."""
         return "text/html" in self.accept
+
+    @property
+    def bearer(self) -> str | None:
+        """The token of an ``Authorization: Bearer`` header (RFC 6750), if there is one."""
+        scheme, _, token = self.authorization.strip().partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else None
 
     @property
     def is_head(self) -> bool:

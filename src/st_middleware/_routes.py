@@ -20,6 +20,9 @@ class Route(enum.Enum):
     SIGN_IN = "sign-in"
     CALLBACK = "callback"
     SIGN_OUT = "sign-out"
+    DEVICE = "device"
+    VERIFY = "verify"
+    TOKEN = "token"  # noqa: S105 - a route name, not a secret
 
 
 # A host as browsers send it: a name or IPv4, or a bracketed IPv6, and a port.
@@ -45,7 +48,14 @@ class Routes:
             settings.sign_in_path: Route.SIGN_IN,
             settings.callback_path: Route.CALLBACK,
             settings.sign_out_path: Route.SIGN_OUT,
+            settings.device_path: Route.DEVICE,
+            settings.device_path + "/verify": Route.VERIFY,
+            settings.token_path: Route.TOKEN,
         }
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     def owns(self, path: str) -> bool:
         """Whether ``path`` (inside the app) is one of our routes."""
@@ -90,6 +100,15 @@ class Routes:
         if request.query_string:
             path += "?" + request.query_string
         return path
+
+    def path(self, request: Request, path: str) -> str:
+        """``path`` (one of ours, inside the app) as the browser sees it: mount prefix first."""
+        return quote(request.root_path) + path
+
+    def absolute(self, request: Request, path: str) -> str | None:
+        """``path`` of ours as an absolute URL on this host (``None``: the Host is not a host)."""
+        origin = self.origin(request)
+        return None if origin is None else origin + self.path(request, path)
 
     def home(self, request: Request) -> str:
         """Where ``next`` falls back to: the mount root."""

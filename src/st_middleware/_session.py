@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -52,6 +53,8 @@ log = logging.getLogger("st_middleware")
 #: Browsers drop a Set-Cookie whose name, value and attributes pass 4096 bytes.
 MAX_COOKIE_BYTES = 4096
 STATE_MAX_AGE = 600
+#: The device flow's browser cookie (its form token, and which device is being approved).
+DEVICE_COOKIE = "st_device"
 _SLIM_TEXT = 64
 _SLIM_EMAIL = 254
 _FORMAT_VERSION = 1
@@ -161,6 +164,8 @@ class SessionRead:
     session: Session | None = None
     #: Set-Cookie header values the response must carry (clear or re-seal).
     set_cookies: tuple[str, ...] = ()
+    #: Why a cookie present was refused: ``"duplicate"``, ``"invalid"``, ``"rejected_hook"``.
+    rejected: str | None = None
 
 
 _NO_SESSION = SessionRead()
@@ -169,7 +174,18 @@ _NO_SESSION = SessionRead()
 class Cookies:
     """Reads and writes the session and state cookies for one middleware instance."""
 
-    __slots__ = ("_clock", "_max_age", "_names", "_opened", "_session", "_settings", "_state")
+    __slots__ = (
+        "_bearer",
+        "_clock",
+        "_device_form",
+        "_max_age",
+        "_names",
+        "_opened",
+        "_session",
+        "_settings",
+        "_state",
+        "store_tokens",
+    )
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
@@ -178,11 +194,17 @@ class Cookies:
         generation = settings.session_generation
         self._session = Sealer(settings.session_secrets, "session", generation, clock)
         self._state = Sealer(settings.session_secrets, "sign-in-state", generation, clock)
+        #: Seals access tokens kept in the state store (captures waiting to be sent).
+        self.store_tokens = Sealer(settings.session_secrets, "store-token", generation, clock)
+        # A program's bearer token is a sealed session of its own purpose: a
+        # cookie can never be replayed as one, nor the other way round.
+        self._bearer = Sealer(settings.session_secrets, "bearer", generation, clock)
+        self._device_form = Sealer(settings.session_secrets, "device-form", generation, clock)
         #: Session cookies already opened (value -> session, sealed by an older secret).
         self._opened: dict[str, tuple[Session, bool]] = {}
         self._names = {
             (base, secure): (f"__Host-{base}" if secure else base)
-            for base in (settings.cookie_name, settings.state_cookie_name)
+            for base in (settings.cookie_name, settings.state_cookie_name, DEVICE_COOKIE)
             for secure in (True, False)
         }
 
@@ -209,12 +231,14 @@ class Cookies:
         if not values:
             return _NO_SESSION
         if len(set(values)) > 1:
-            return SessionRead(None, (_render(name, "", 0, secure),))
+            return SessionRead(None, (_render(name, "", 0, secure),), "duplicate")
         now = int(self._clock()) if now is None else now
         session, stale = self._open_session(values[0], now)
+        if session is None:
+            return SessionRead(None, (_render(name, "", 0, secure),), "invalid")
         reject = self._settings.reject_session
-        if session is None or (reject is not None and _rejected(reject, session)):
-            return SessionRead(None, (_render(name, "", 0, secure),))
+        if reject is not None and _rejected(reject, session):
+            return SessionRead(None, (_render(name, "", 0, secure),), "rejected_hook")
         if stale:
             # Opened by a retired secret: re-seal under the current one, same iat.
             return SessionRead(session, (self._render_session(session, name, secure, now),))
@@ -242,6 +266,65 @@ class Cookies:
                 del cache[next(iter(cache))]
         cache[value] = (session, stale)
         return session, stale
+
+    def session_id(self, session: Session) -> str:
+        """A stable, secret-free id of ``session``: the same for every re-sealed copy.
+
+        A hash of the token and the sign-in time (both kept by a re-seal and
+        by a secret rotation, so every host agrees on it): sign-out can name
+        the session in the store without storing anything that opens it (the
+        token is long and random: its hash reveals nothing usable).
+        """
+        text = f"st-middleware/session/{session.issued_at}/{session.access_token}"
+        return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:18]).decode()
+
+    # -- bearer tokens (programs) -------------------------------------------------
+
+    def new_bearer(self, session: Session) -> tuple[str, int]:
+        """A bearer token for ``session``'s customer and access token, and its lifetime.
+
+        It lives ``session_max_age`` from now (its own issue time), like a cookie
+        from its sign-in.
+        """
+        data = {"t": session.access_token, "c": session.customer.to_compact()}
+        return self._bearer.seal(data, int(self._clock())), self._max_age
+
+    def open_bearer(self, token: str) -> Session | None:
+        """The session a bearer token carries; ``None`` if it does not open (or expired)."""
+        return _session_from(self._bearer.open(token, self._max_age, int(self._clock())))
+
+    @staticmethod
+    def bearer_id(token: str) -> str:
+        """A secret-free id of one bearer token (its revocation key)."""
+        digest = hashlib.sha256(f"st-middleware/bearer/{token}".encode()).digest()
+        return base64.urlsafe_b64encode(digest[:18]).decode()
+
+    # -- the device flow's browser form (CSRF token, the device being approved) ---
+
+    def read_device_form(self, request: Request) -> dict[str, Any] | None:
+        name, _ = self._name(DEVICE_COOKIE, request)
+        values = cookie_values(request.cookie, name)
+        if len(values) != 1:
+            return None
+        opened = self._device_form.open(
+            values[0], self._settings.device_expires_in, int(self._clock())
+        )
+        data = opened[0] if opened is not None else None
+        return data if isinstance(data, dict) and isinstance(data.get("csrf"), str) else None
+
+    def device_form(self, request: Request, data: dict[str, Any]) -> str:
+        """The Set-Cookie value that remembers ``data`` for this browser's device approval."""
+        name, secure = self._name(DEVICE_COOKIE, request)
+        value = self._device_form.seal(data, int(self._clock()))
+        return _render(name, value, self._settings.device_expires_in, secure)
+
+    def clear_device_form(self, request: Request) -> str:
+        name, secure = self._name(DEVICE_COOKIE, request)
+        return _render(name, "", 0, secure)
+
+    def remaining(self, session: Session) -> int:
+        """Seconds until ``session`` expires (at least 1)."""
+        return max(1, session.issued_at + self._max_age - int(self._clock()))
 
     def set_session(self, request: Request, session: Session) -> str:
         """The Set-Cookie value that stores ``session``."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import http
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 
@@ -14,9 +16,10 @@ from ._api import BodyCollector
 from ._base import BaseMiddleware
 from ._config import check_transport
 from ._core import Forward, Respond
-from ._effects import AskPricing, Flow, Reply, Run, Send
+from ._effects import AskPricing, Flow, ReadBody, Reply, Run, Send, StoreCall
 from ._errors import ConfigurationError
 from ._request import Request, forwarded_origin
+from ._transport import default_transport
 from ._values import CHARGE, CUSTOMER
 
 __all__ = ["SmallTransfersWSGI"]
@@ -46,20 +49,32 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
                 "use SmallTransfersASGI or a plain function"
             )
         check_transport(self.settings.transport, httpx.BaseTransport, "SmallTransfersWSGI")
-        self._client = httpx.Client(**self._client_options())
+        # Called directly: httpx.Client's cookie, auth, redirect and hook work is not needed
+        # (each request carries its timeouts, see _api._post).
+        self._transport: httpx.BaseTransport = default_transport(
+            asynchronous=False, **self._client_options()
+        )
         self._handlers: dict[type[Any], Callable[[Any], Any]] = {
             Send: self._send,
             AskPricing: self._ask_pricing,
+            StoreCall: self._store_call,
+            ReadBody: self._read_body,
         }
+        self._worker: _CaptureWorker | None = None
+        self._worker_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the pooled connections to Small Transfers."""
-        self._client.close()
+        """Stop the capture worker (one last try for pending captures), close the connections."""
+        self._stop_captures()
+        self._stores.close()
+        self._transport.close()
 
     # -- the request --------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if self._core.plainly_free(
+        if self._worker is None:
+            self._start_captures()
+        if "HTTP_AUTHORIZATION" not in environ and self._core.plainly_free(
             environ.get("REQUEST_METHOD", "GET"),
             environ.get("PATH_INFO") or "/",
             environ.get("HTTP_COOKIE", ""),
@@ -101,7 +116,10 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
             query_string=environ.get("QUERY_STRING", ""),
             cookie=environ.get("HTTP_COOKIE", ""),
             accept=environ.get("HTTP_ACCEPT", ""),
+            authorization=environ.get("HTTP_AUTHORIZATION", ""),
+            client=environ.get("REMOTE_ADDR"),
             headers=lambda: _headers(environ),
+            body_source=environ,
         )
 
     def _forward(
@@ -153,10 +171,11 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
         return run.value
 
     def _send(self, effect: Send) -> Reply:
-        response = self._client.send(effect.request, stream=True)
+        response = self._transport.handle_request(effect.request)
         try:
             collector = BodyCollector(self.settings.timeout)
-            for chunk in response.iter_bytes():
+            # The raw bytes: our requests ask for no content coding (see _api._post).
+            for chunk in cast("httpx.SyncByteStream", response.stream):
                 if not collector.feed(chunk):
                     break
             return collector.reply(response.status_code)
@@ -166,6 +185,64 @@ class SmallTransfersWSGI(BaseMiddleware[WSGIApp]):
     @staticmethod
     def _ask_pricing(effect: AskPricing) -> object:
         return effect.rule.ask(effect.request)
+
+    @staticmethod
+    def _read_body(effect: ReadBody) -> bytes:
+        environ: Any = effect.request.body_source
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        # PEP 3333: never read past CONTENT_LENGTH (none given: no body).
+        return environ["wsgi.input"].read(min(length, effect.limit)) if length > 0 else b""
+
+    def _store_call(self, effect: StoreCall) -> Any:
+        return getattr(self._stores.sync, effect.method)(*effect.args)
+
+    # -- the capture worker: retries captures in the store's outbox ----------------
+
+    def _start_captures(self) -> None:
+        # At the first request, not at construction: a server that forks its
+        # workers after importing the app would lose a thread started earlier.
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = _CaptureWorker(self)
+                self._worker.start()
+                atexit.register(self._stop_captures)
+
+    def _stop_captures(self) -> None:
+        with self._worker_lock:
+            worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        atexit.unregister(self._stop_captures)
+        worker.stop()
+        try:
+            self._run(self._core.capture_round(final=True))  # one last try
+        except Exception:
+            log.exception("the last capture round failed")
+
+
+class _CaptureWorker(threading.Thread):
+    """Runs the core's capture rounds until stopped (a daemon: never holds the process up)."""
+
+    def __init__(self, middleware: SmallTransfersWSGI) -> None:
+        super().__init__(name="st-middleware-captures", daemon=True)
+        self._middleware = middleware
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        wait = 0.0
+        while not self._stopping.wait(wait):
+            try:
+                wait = self._middleware._run(self._middleware._core.capture_round())
+            except Exception:
+                log.exception("capture worker round failed")
+                wait = 5.0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=self._middleware.settings.timeout + 1)
 
 
 class _Once:

@@ -26,42 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import ROOT, require_browser
 
 from st_middleware.emulator import Customer, Emulator
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "browser"
+SHOTS.mkdir(parents=True, exist_ok=True)
 PRICE = 3000
 BUTTON = "Sign In with Small Transfers"
 
 
-def _browser_missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (bash scripts/install-browser installs it)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is missing (pip install -e '.[test]')"
-    return None
+require_browser()
 
-
-if (_missing := _browser_missing()) is not None:
-    if os.environ.get("ST_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"ST_REQUIRE_BROWSER=1 but {_missing}", pytrace=False)
-    pytest.skip(_missing, allow_module_level=True)
-
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
 
 # -- the emulator, the app under uvicorn, the browser ----------------------------------
 
@@ -116,19 +93,6 @@ def _stop(server: subprocess.Popen[Any]) -> None:
     with suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGKILL)
     server.wait()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
@@ -250,7 +214,9 @@ def test_a_customer_over_their_spending_limit_gets_the_payment_refused_page(
 
     assert refused.value.status == 402
     expect(page.get_by_role("heading", name="Payment refused")).to_be_visible()
-    expect(page.get_by_text("spending limit")).to_be_visible()
+    expect(page.locator(".st-msg")).to_contain_text("spending limit")
+    raise_it = page.get_by_role("link", name="Raise your spending limit on Small Transfers")
+    expect(raise_it).to_have_attribute("href", f"{emu.url}/customer/dashboard")
     shot(page, "09-payment-refused")
     (tiny,) = [c for c in emu.customers() if c.email == "tiny@example.com"]
     assert tiny.limit_micros == 1000

@@ -79,7 +79,9 @@ def test_another_sites_form_cannot_revoke(page: Any) -> None:
         emu.issue_token(ada.id)
         # The customer has the dashboard open (so the browser holds the form cookie) ...
         page.goto(f"{emu.url}/customer/dashboard?customer_id={ada.id}")
-        token = page.locator('input[name="csrf_token"]').get_attribute("value")
+        token = page.locator(
+            'form[action="/customer/revoke"] input[name="csrf_token"]'
+        ).get_attribute("value")
         # ... then visits a page that posts the Revoke form, even with a token it somehow got.
         attack = (
             f'<form method="post" action="{emu.url}/customer/revoke">'

@@ -13,6 +13,8 @@ EXAMPLES = [
     "examples/starlette_app.py",
     "examples/wsgi_app.py",
     "examples/asgi_app.py",
+    "examples/fastapi_websocket.py",
+    "examples/starlette_mounted.py",
 ]
 
 

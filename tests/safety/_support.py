@@ -462,6 +462,10 @@ class WSGIDriver(Driver):
         self.app.cookiejar.clear()
         return Resp(res.status_int, list(res.headerlist), res.body)
 
+    def idle(self, seconds: float) -> None:
+        """Wait: the capture worker is a thread of its own."""
+        time.sleep(seconds)
+
     def close(self) -> None:
         super().close()
         self.mw.close()
@@ -506,6 +510,10 @@ class ASGIDriver(Driver):
         http = self._client(req.client)
         response = self.loop.run_until_complete(http.send(self._build(http, req)))
         return Resp(response.status_code, list(response.headers.multi_items()), response.content)
+
+    def idle(self, seconds: float) -> None:
+        """Let the loop run (the capture worker lives on it), as a server's loop does."""
+        self.loop.run_until_complete(asyncio.sleep(seconds))
 
     async def _one_off(self, req: Req) -> Resp:
         transport = httpx.ASGITransport(app=self.mw, client=(req.client, 50124))

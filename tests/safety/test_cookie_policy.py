@@ -405,13 +405,26 @@ def test_reject_session_hook_refuses_a_cookie_replayed_after_sign_out(make: Any,
     _tally(**{"replays refused": 2})
 
 
-def test_without_the_hook_a_stolen_cookie_lives_until_max_age(make: Any, emu: Any) -> None:
-    """The documented limit of a stateless cookie (SECURITY.md): sign-out alone cannot revoke it."""
+def test_a_cookie_copied_before_sign_out_is_refused_after_it(make: Any, emu: Any) -> None:
+    """Sign-out revokes the session in the store: a copy taken earlier opens no more.
+
+    (Before the store, this was the documented limit of a stateless cookie.)
+    """
     driver = make()
-    cookie = sign_in(driver, emu, new_customer(emu))
-    driver.get(SIGN_OUT, cookie=cookie.pair)
+    customer = new_customer(emu)
+    cookie = sign_in(driver, emu, customer)
     assert driver.get("/paid", cookie=cookie.pair).status == 200
-    _tally()
+    charges_before = len(driver.sends.to("/transactions"))
+    driver.get(SIGN_OUT, cookie=cookie.pair)
+    replay = driver.get("/paid", cookie=cookie.pair)
+    assert replay.status == 401
+    assert replay.session is not None
+    assert replay.session.clears
+    assert len(driver.sends.to("/transactions")) == charges_before, "a replay was charged"
+    free = driver.get("/free", cookie=cookie.pair)
+    assert free.status == 200
+    assert free.customer is None
+    _tally(**{"replays refused": 1})
 
 
 def test_a_raising_reject_hook_fails_closed(make: Any, emu: Any) -> None:

@@ -11,7 +11,7 @@ import threading
 from types import FrameType
 
 from .messages import ERROR_STATUSES
-from .server import DEFAULT_PUBLISHABLE_KEY, DEFAULT_SECRET_KEY, Emulator
+from .server import DEFAULT_MERCHANT_NAME, DEFAULT_PUBLISHABLE_KEY, DEFAULT_SECRET_KEY, Emulator
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--secret-key", default=DEFAULT_SECRET_KEY, help="the merchant's secret key"
+    )
+    parser.add_argument(
+        "--merchant-name",
+        default=DEFAULT_MERCHANT_NAME,
+        metavar="NAME",
+        help="the merchant's name on the sign-in page and the dashboard",
     )
     parser.add_argument(
         "--redirect-uri",
@@ -84,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="log each request's method, path and status to stderr",
+        help="log each request's method, path and status, and each sign-in decision "
+        "(Allow or Deny) and spending-limit change, to stderr",
     )
     return parser
 
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             admin=args.admin,
             verbose=args.verbose,
             allowed_hosts=args.allow_host,
+            merchant_name=args.merchant_name,
         )
     except sqlite3.Error as error:
         print(f"cannot open the database {args.db}: {error}", file=sys.stderr)

@@ -26,12 +26,13 @@ from .api import MAX_BODY_BYTES, handle_api
 from .faults import DropWhen, FaultPlan, Faults, huge_response, malformed_response, trickle
 from .guards import HostCheck
 from .messages import ApiError, Request, Response, json_response, problem_response
-from .pages import SCOPES, handle_page
+from .pages import SCOPES, Site, handle_page
 from .records import ChargeRecord, Customer, Merchant
 from .store import DEFAULT_LIMIT_MICROS, Store
 
 DEFAULT_PUBLISHABLE_KEY = "pk_test_emulator"
 DEFAULT_SECRET_KEY = "sk_test_emulator"  # noqa: S105 -- the emulator's own, public test key
+DEFAULT_MERCHANT_NAME = "Test merchant"
 ENDLESS_CONTENT_LENGTH = 1 << 40  # announced, never delivered
 
 
@@ -43,6 +44,7 @@ class Emulator:
     construction, so customers can be set up before `start()`, and is closed by `stop()`.
     `authorization_ttl` is how long an authorized charge holds funds before it lapses,
     `code_ttl` how long an authorization code stays exchangeable (seconds).
+    `merchant_name` is what the sign-in page and the dashboard call the merchant.
 
     Against DNS rebinding, requests must name the emulator in their Host header: its
     `host`, ``localhost``, ``127.0.0.1`` or ``[::1]``, with its port (any IP address when
@@ -63,11 +65,19 @@ class Emulator:
         code_ttl: float = 600.0,
         verbose: bool = False,
         allowed_hosts: Iterable[str] = (),
+        merchant_name: str = DEFAULT_MERCHANT_NAME,
     ) -> None:
         self.host = host
         self._host_check = HostCheck(host, allowed_hosts)  # ValueError on a malformed name
-        # Signs the HTML forms' CSRF tokens; new each run, so old pages need a reload.
-        self._form_secret = secrets.token_bytes(32)
+        # Display names, kept here rather than in the database: like the keys, they are
+        # given anew each run. Merchants without one are shown by their publishable key.
+        self.merchant_names: dict[str, str] = {publishable_key: merchant_name}
+        self._site = Site(
+            # Signs the HTML forms' CSRF tokens; new each run, so old pages need a reload.
+            form_secret=secrets.token_bytes(32),
+            merchant_names=self.merchant_names,
+            log=self._note,
+        )
         self.publishable_key = publishable_key
         self.secret_key = secret_key
         self.admin = admin
@@ -155,9 +165,18 @@ class Emulator:
         secret_key: str,
         redirect_uris: Iterable[str] = (),
         active: bool = True,
+        name: str | None = None,
     ) -> Merchant:
-        """Create (or replace) a merchant. No redirect URIs: any loopback URI is accepted."""
-        return self.store.put_merchant(publishable_key, secret_key, tuple(redirect_uris), active)
+        """Create (or replace) a merchant. No redirect URIs: any loopback URI is accepted.
+
+        `name` is shown to customers; without one, its publishable key is.
+        """
+        merchant = self.store.put_merchant(
+            publishable_key, secret_key, tuple(redirect_uris), active
+        )
+        if name:
+            self.merchant_names[publishable_key] = name
+        return merchant
 
     def create_customer(
         self,
@@ -257,6 +276,11 @@ class Emulator:
             raise ValueError(f"unknown customer {customer_id!r}")
         return customer
 
+    def _note(self, line: str) -> None:
+        """What the pages did (a sign-in decision, a new limit), on stderr when verbose."""
+        if self.verbose:
+            sys.stderr.write(f"emulator: {line}\n")
+
     # -- routing -----------------------------------------------------------------------
 
     def misdirected(self, request: Request) -> Response | None:
@@ -282,7 +306,7 @@ class Emulator:
                 if not self.admin:
                     return problem_response(ApiError("not_found", "The admin API is off."))
                 return handle_admin(self, request)
-            return handle_page(self.store, request, self._form_secret)
+            return handle_page(self.store, request, self._site)
         except Exception:
             # A bug in the emulator: say so on stderr, answer like the real service would.
             traceback.print_exc()
