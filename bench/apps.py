@@ -9,6 +9,8 @@ Servers load them through factories that read the environment:
   with another transport through ``transport=``: ``t-httpx``, httpx's own
   pool; ``t-aiohttp`` (ASGI), ``httpx-aiohttp``; ``t-threadlocal`` (WSGI), a
   thread-local ``http.client`` transport, see :mod:`bench.transports`).
+  ``s-NAME`` (the real middleware with ``store=BENCH_STORE``: ``s-sqlite``,
+  ``s-redis``; ``wrapped`` itself has the default ``memory://`` store).
   ``candidate`` is ``wrapped`` loaded from another source tree (``PYTHONPATH``),
   to measure a proposed change of the middleware side by side. ASGI only:
   ``starlette-bare``, ``starlette-wrapped``, ``starlette-candidate``, the same
@@ -298,6 +300,18 @@ TRANSPORTS = {
 _LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=30)
 
 
+def _wrapped_options(variant: str, charge_url: str, transport: Callable[[str], Any]) -> Any:
+    """The keywords of a wrapped variant: ``wrapped``, ``t-NAME`` or ``s-NAME``."""
+    options = _options(charge_url)
+    if variant.startswith("t-"):
+        options["transport"] = transport(variant[2:])
+    elif variant.startswith("s-"):
+        options["store"] = os.environ["BENCH_STORE"]
+    elif variant != "wrapped":
+        raise SystemExit(f"unknown BENCH_VARIANT {variant!r}")
+    return options
+
+
 def wsgi_transport(name: str) -> httpx.BaseTransport:
     if name == "httpx":  # httpx's own (httpcore) pool, sized not to throttle
         return httpx.HTTPTransport(limits=_LIMITS)
@@ -324,12 +338,8 @@ def make_wsgi() -> Any:
         return hello_wsgi
     if variant == "floor":
         return FloorWSGI(hello_wsgi, charge_url)
-    options = _options(charge_url)
-    if variant.startswith("t-"):
-        options["transport"] = wsgi_transport(variant[2:])
-    elif variant != "wrapped":
-        raise SystemExit(f"unknown BENCH_VARIANT {variant!r}")
-    return SmallTransfersWSGI(hello_wsgi, **options)  # type: ignore[arg-type]
+    options = _wrapped_options(variant, charge_url, wsgi_transport)
+    return SmallTransfersWSGI(hello_wsgi, **options)
 
 
 def starlette_app() -> Any:
@@ -355,9 +365,5 @@ def make_asgi() -> Any:
         return app
     if variant == "floor":
         return FloorASGI(app, charge_url)
-    options = _options(charge_url)
-    if variant.startswith("t-"):
-        options["transport"] = asgi_transport(variant[2:])
-    elif variant != "wrapped":
-        raise SystemExit(f"unknown BENCH_VARIANT {variant!r}")
+    options = _wrapped_options(variant, charge_url, asgi_transport)
     return SmallTransfersASGI(app, **options)

@@ -77,3 +77,10 @@ def bad_cookie_header() -> str:
     """A session cookie that does not open (tampered): the middleware clears it."""
     pair = session_cookie()
     return f"_ga=GA1.2.123456789.1700000000; {pair[:-8]}AAAAAAAA; theme=dark"
+
+
+def bearer_header() -> str:
+    """``Bearer <token>`` for CUSTOMER, as the middleware's token route issues it."""
+    cookies = Cookies(settings("http://127.0.0.1:1"))
+    token, _ = cookies.new_bearer(Session(ACCESS_TOKEN, CUSTOMER, int(time.time())))
+    return f"Bearer {token}"

@@ -286,4 +286,30 @@ def test_the_opened_cookie_cache_stays_bounded() -> None:
     for n in range(_OPENED_CACHE_SIZE + 50):
         session = Session(f"tok{n}", ADA, int(time.time()))
         assert cookies.read_session(request(sealed(cookies, request(), session))).session
-    assert len(cookies._opened) == _OPENED_CACHE_SIZE
+    assert len(cookies._sessions.seen) == _OPENED_CACHE_SIZE
+
+
+def test_a_bearer_token_opened_before_still_expires_on_time() -> None:
+    clock = [1_000_000.0]
+    settings = make_cookies(session_max_age=100)._settings
+    cookies = Cookies(settings, clock=lambda: clock[0])
+    token, lifetime = cookies.new_bearer(Session("tok", ADA, int(clock[0])))
+    assert lifetime == 100
+    assert cookies.open_bearer(token) is not None
+    clock[0] += 50
+    assert cookies.open_bearer(token) is not None  # from the cache of opened tokens
+    clock[0] += 51
+    assert cookies.open_bearer(token) is None
+
+
+def test_a_cookie_opened_once_is_never_taken_for_a_bearer_token() -> None:
+    # The opened-value caches are per kind: a cookie value already opened (and
+    # remembered) must not open as a bearer token, nor a bearer token as a cookie.
+    cookies = make_cookies()
+    pair = sealed(cookies, request())
+    assert cookies.read_session(request(pair)).session is not None
+    assert cookies.open_bearer(pair.split("=", 1)[1]) is None
+    token, _ = cookies.new_bearer(Session("tok", ADA, int(time.time())))
+    assert cookies.open_bearer(token) is not None
+    name = pair.split("=", 1)[0]
+    assert cookies.read_session(request(f"{name}={token}")).session is None

@@ -217,7 +217,7 @@ async def test_the_outbox_holds_no_plain_token(
     emu.set_faults(error="server_error", path="/api/v1/charges/", count=1)
     await site.get("/paid", accept=JSON)
     (entry,) = store.captures()
-    session, _ = site.mw._core.cookies._open_session(site.session_value, int(time.time()))
+    session, _ = site.mw._core.cookies._sessions.open(site.session_value, int(time.time()))
     payload = entry.payload.decode()
     assert '"sealed_token":"gAAAAA' in payload
     assert session.access_token not in payload

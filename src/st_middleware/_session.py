@@ -176,12 +176,13 @@ class Cookies:
 
     __slots__ = (
         "_bearer",
+        "_bearers",
         "_clock",
         "_device_form",
         "_max_age",
         "_names",
-        "_opened",
         "_session",
+        "_sessions",
         "_settings",
         "_state",
         "store_tokens",
@@ -200,8 +201,10 @@ class Cookies:
         # cookie can never be replayed as one, nor the other way round.
         self._bearer = Sealer(settings.session_secrets, "bearer", generation, clock)
         self._device_form = Sealer(settings.session_secrets, "device-form", generation, clock)
-        #: Session cookies already opened (value -> session, sealed by an older secret).
-        self._opened: dict[str, tuple[Session, bool]] = {}
+        # Cookies and bearer tokens already opened, each kind apart (a cookie
+        # opened once must never be taken for a bearer token, nor the reverse).
+        self._sessions = _Opener(self._session, self._max_age)
+        self._bearers = _Opener(self._bearer, self._max_age)
         self._names = {
             (base, secure): (f"__Host-{base}" if secure else base)
             for base in (settings.cookie_name, settings.state_cookie_name, DEVICE_COOKIE)
@@ -233,7 +236,7 @@ class Cookies:
         if len(set(values)) > 1:
             return SessionRead(None, (_render(name, "", 0, secure),), "duplicate")
         now = int(self._clock()) if now is None else now
-        session, stale = self._open_session(values[0], now)
+        session, stale = self._sessions.open(values[0], now)
         if session is None:
             return SessionRead(None, (_render(name, "", 0, secure),), "invalid")
         reject = self._settings.reject_session
@@ -243,29 +246,6 @@ class Cookies:
             # Opened by a retired secret: re-seal under the current one, same iat.
             return SessionRead(session, (self._render_session(session, name, secure, now),))
         return SessionRead(session)
-
-    def _open_session(self, value: str, now: int) -> tuple[Session | None, bool]:
-        """``(session, sealed_by_an_older_secret)``; recently opened cookies come from a cache.
-
-        A hit is the very bytes Fernet authenticated before, so only the clock
-        can change the answer: the absolute lifetime is checked again. The
-        cache is bounded (oldest out first), so memory stays flat.
-        """
-        cached = self._opened.get(value)
-        if cached is not None and now - self._max_age < cached[0].issued_at <= now + _CLOCK_SKEW:
-            return cached
-        opened = self._session.open(value, self._max_age, now)
-        session = _session_from(opened)
-        if session is None:
-            return None, False
-        stale = opened is not None and opened[2]
-        cache = self._opened
-        if len(cache) >= _OPENED_CACHE_SIZE:
-            # Threads may race to evict the same entry: losing that race is harmless.
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                del cache[next(iter(cache))]
-        cache[value] = (session, stale)
-        return session, stale
 
     def session_id(self, session: Session) -> str:
         """A stable, secret-free id of ``session``: the same for every re-sealed copy.
@@ -291,7 +271,7 @@ class Cookies:
 
     def open_bearer(self, token: str) -> Session | None:
         """The session a bearer token carries; ``None`` if it does not open (or expired)."""
-        return _session_from(self._bearer.open(token, self._max_age, int(self._clock())))
+        return self._bearers.open(token, int(self._clock()))[0]
 
     @staticmethod
     def bearer_id(token: str) -> str:
@@ -391,6 +371,43 @@ class Cookies:
     def clear_state(self, request: Request) -> str:
         name, secure = self._name(self._settings.state_cookie_name, request)
         return _render(name, "", 0, secure)
+
+
+class _Opener:
+    """Opens one kind of sealed session (cookie or bearer token), remembering recent ones.
+
+    Decrypting costs tens of microseconds; a visitor or a program sends the
+    same value request after request. A hit is the very bytes Fernet
+    authenticated before, so only the clock can change the answer: the
+    absolute lifetime is checked again. Bounded (oldest out first), so memory
+    stays flat.
+    """
+
+    __slots__ = ("_max_age", "_sealer", "seen")
+
+    def __init__(self, sealer: Sealer, max_age: int) -> None:
+        self._sealer = sealer
+        self._max_age = max_age
+        #: value -> (session, sealed by an older secret)
+        self.seen: dict[str, tuple[Session, bool]] = {}
+
+    def open(self, value: str, now: int) -> tuple[Session | None, bool]:
+        """``(session, sealed_by_an_older_secret)``; ``(None, False)`` if it does not open."""
+        cached = self.seen.get(value)
+        if cached is not None and now - self._max_age < cached[0].issued_at <= now + _CLOCK_SKEW:
+            return cached
+        opened = self._sealer.open(value, self._max_age, now)
+        session = _session_from(opened)
+        if session is None:
+            return None, False
+        stale = opened is not None and opened[2]
+        seen = self.seen
+        if len(seen) >= _OPENED_CACHE_SIZE:
+            # Threads may race to evict the same entry: losing that race is harmless.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del seen[next(iter(seen))]
+        seen[value] = (session, stale)
+        return session, stale
 
 
 def _rejected(reject: Callable[[Customer, int], bool], session: Session) -> bool:

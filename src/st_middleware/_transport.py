@@ -172,6 +172,36 @@ def _parse_head(data: bytes | bytearray) -> tuple[_Head, int] | None:
         return _head(status, status_line, lines), start
 
 
+class _HeadReader:
+    """Gathers the bytes of a response head as they arrive (either transport feeds it)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def feed(self, more: bytes) -> tuple[_Head, _Body, list[bytes]] | None:
+        """The head, its body reader and the body bytes already here; None: more to come."""
+        if not more:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        data = self.data = self.data + more
+        found = _parse_head(data)
+        if found is None:
+            return None
+        head, end = found
+        body = _Body(head)
+        return head, body, body.feed(data[end:])
+
+
+def _response(head: _Head, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> httpx.Response:
+    return httpx.Response(
+        head.status,
+        headers=head.headers,
+        stream=stream,
+        extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+    )
+
+
 def _head(status: int, status_line: list[bytes], lines: list[bytes]) -> _Head:
     headers: Headers = []
     length = None
@@ -366,8 +396,8 @@ class _Slots:
             self._cond.notify()
 
 
-class SyncTransport(httpx.BaseTransport):
-    """HTTP/1.1 over blocking sockets with one LIFO pool shared by every thread."""
+class _Settings:
+    """What both transports are configured with; TLS set up on the first https call."""
 
     def __init__(
         self,
@@ -376,17 +406,29 @@ class SyncTransport(httpx.BaseTransport):
         keepalive_expiry: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._ssl = ssl_context
+        self._limit = max_connections
         self._expiry = keepalive_expiry
-        self._idle: collections.deque[_SyncConnection] = collections.deque()
-        self._idle_lock = threading.Lock()
-        self._slots = _Slots(max_connections)
-        self._closed = False
+        self._ssl = ssl_context
+        self._start()
+
+    def _start(self) -> None:
+        """The pool's own state (each transport keeps it differently)."""
+        raise NotImplementedError
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             self._ssl = httpx.create_ssl_context()
         return self._ssl
+
+
+class SyncTransport(_Settings, httpx.BaseTransport):
+    """HTTP/1.1 over blocking sockets with one LIFO pool shared by every thread."""
+
+    def _start(self) -> None:
+        self._idle: collections.deque[_SyncConnection] = collections.deque()
+        self._idle_lock = threading.Lock()
+        self._slots = _Slots(self._limit)
+        self._closed = False
 
     # -- the pool
 
@@ -462,29 +504,14 @@ class SyncTransport(httpx.BaseTransport):
             connection.close()
             self._slots.release()
             raise _after_send(exc, reading=False) from None
-        stream = _SyncStream(self, connection, head, body, first)
-        return httpx.Response(
-            head.status,
-            headers=head.headers,
-            stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
-        )
+        return _response(head, _SyncStream(self, connection, head, body, first))
 
     @staticmethod
     def _read_head(sock: socket.socket) -> tuple[_Head, _Body, list[bytes]]:
-        data = sock.recv(_RECV)
-        while True:
-            if not data:
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-            found = _parse_head(data)
-            if found is not None:
-                head, end = found
-                body = _Body(head)
-                return head, body, body.feed(data[end:])
-            more = sock.recv(_RECV)
-            if not more:
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-            data += more
+        reader = _HeadReader()
+        while (got := reader.feed(sock.recv(_RECV))) is None:
+            pass
+        return got
 
     def _release(self, connection: _SyncConnection, reuse: bool) -> None:
         try:
@@ -727,19 +754,10 @@ class _AsyncPool:
         self.used -= 1
 
 
-class AsyncTransport(httpx.AsyncBaseTransport):
+class AsyncTransport(_Settings, httpx.AsyncBaseTransport):
     """HTTP/1.1 over ``asyncio`` protocols, with one LIFO pool per event loop."""
 
-    def __init__(
-        self,
-        *,
-        max_connections: int = 1024,
-        keepalive_expiry: float = 30.0,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self._ssl = ssl_context
-        self._expiry = keepalive_expiry
-        self._limit = max_connections
+    def _start(self) -> None:
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncPool] = (
             weakref.WeakKeyDictionary()
         )
@@ -755,11 +773,6 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             pool = self._pools[loop] = _AsyncPool(loop, self._limit)
         self._last = pool
         return pool
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = httpx.create_ssl_context()
-        return self._ssl
 
     def _checkout(self, pool: _AsyncPool, origin: Origin) -> _AsyncConnection | None:
         idle = pool.idle
@@ -830,31 +843,16 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             connection.close()
             pool.release()
             raise _after_send(exc, reading=False) from None
-        stream = _AsyncStream(self, pool, connection, head, body, first, read)
-        return httpx.Response(
-            head.status,
-            headers=head.headers,
-            stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
-        )
+        return _response(head, _AsyncStream(self, pool, connection, head, body, first, read))
 
     @staticmethod
     async def _read_head(
         connection: _AsyncConnection, timeout: float | None
     ) -> tuple[_Head, _Body, list[bytes]]:
-        data = await connection.receive(timeout)
-        while True:
-            if not data:
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-            found = _parse_head(data)
-            if found is not None:
-                head, end = found
-                body = _Body(head)
-                return head, body, body.feed(data[end:])
-            more = await connection.receive(timeout)
-            if not more:
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-            data += more
+        reader = _HeadReader()
+        while (got := reader.feed(await connection.receive(timeout))) is None:
+            pass
+        return got
 
     def _release(self, pool: _AsyncPool, connection: _AsyncConnection, reuse: bool) -> None:
         if reuse and connection.usable():

@@ -19,10 +19,23 @@ at most once per ``purge_interval`` by each process, after one of its writes.
 
 ``PRAGMA synchronous=NORMAL``: in WAL mode a commit survives the process
 crashing; only a power cut or kernel crash may lose the last commits.
+
+The per-request read (``get``: "was this session signed out?") is almost
+always answered "no such key". Each process remembers the keys it found
+absent, and every process stamps a small shared file (``PATH.db-stamp``,
+memory-mapped) with fresh random bytes after each write to the key/value
+table. A remembered absence counts only while the stamp is the one read
+before that lookup, so a sign-out on any process of the host is seen by the
+very next request everywhere, and the hot path makes no system call (a
+SQLite read releases the GIL: under a threaded server that alone cost more
+than the lookup). A process killed between its write and its stamp cannot
+hide that write for long: what is remembered is forgotten after
+``_ABSENT_FOR`` seconds anyway.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import sqlite3
 import time
@@ -105,6 +118,11 @@ _PURGE_CAPTURES = (
 _PURGE_BATCH = 500
 #: Idle connections kept; more threads at once still work, their extra connections are closed.
 _MAX_IDLE = 32
+#: Bytes of the shared stamp; keys remembered absent per stamp (then it starts over).
+_STAMP_SIZE = 16
+_MAX_ABSENT = 8192
+#: Seconds a remembered absence lasts at most (within the store's 1 s promise).
+_ABSENT_FOR = 0.5
 
 # A connection must not be used, nor closed, in a child process after fork().
 # Each store compares this counter with the one it saw, and on a change it
@@ -158,6 +176,9 @@ class SqliteStore:
             raise self._unavailable(exc) from exc
         finally:
             self._release(conn)
+        self._stamp = _map_stamp(path + "-stamp")
+        #: (the stamp these keys were found absent under, forget them after, the keys)
+        self._absent: tuple[bytes, float, dict[str, None]] = (b"", 0.0, {})
 
     def __repr__(self) -> str:
         return f"SqliteStore('sqlite:///{self.path}')"
@@ -167,6 +188,13 @@ class SqliteStore:
     def get(self, key: str) -> bytes | None:
         """See :meth:`Store.get`."""
         check_key(key)
+        if self._closed:
+            raise StoreUnavailable(f"the SQLite store at {self.path} is closed")
+        # Read before the lookup: a write stamped after it makes this absence void.
+        stamp = self._stamp[:_STAMP_SIZE]
+        seen, until, absent = self._absent
+        if key in absent and seen == stamp and time.monotonic() < until:
+            return None
         # Written out rather than through _run: this is the per-request check.
         conn = self._acquire()
         try:
@@ -175,8 +203,16 @@ class SqliteStore:
             raise self._unavailable(exc) from exc
         finally:
             self._release(conn)
-        value: bytes | None = None if row is None else row[0]
-        return value
+        if row is not None:
+            value: bytes = row[0]
+            return value
+        now = time.monotonic()
+        if seen != stamp or now >= until or len(absent) >= _MAX_ABSENT:
+            # One tuple swapped in: threads never see a stamp with another's keys.
+            self._absent = (stamp, now + _ABSENT_FOR, {key: None})
+        else:
+            absent[key] = None
+        return None
 
     def put(self, key: str, value: bytes, ttl: float) -> None:
         """See :meth:`Store.put`."""
@@ -188,6 +224,7 @@ class SqliteStore:
             conn.execute(_PUT, (key, value, now + ttl))
 
         self._run(work, wrote=True)
+        self._restamp()
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
         """See :meth:`Store.add`."""
@@ -198,7 +235,10 @@ class SqliteStore:
         def work(conn: sqlite3.Connection, now: float) -> bool:
             return conn.execute(_ADD, (key, value, now + ttl, now)).rowcount == 1
 
-        return self._run(work, wrote=True)
+        added = self._run(work, wrote=True)
+        if added:
+            self._restamp()
+        return added
 
     def take(self, key: str) -> bytes | None:
         """See :meth:`Store.take`."""
@@ -237,7 +277,18 @@ class SqliteStore:
             conn.execute(_PUT, (key, str(count).encode(), expires_at))
             return count
 
-        return self._run(work, transaction=True, wrote=True)
+        count = self._run(work, transaction=True, wrote=True)
+        self._restamp()
+        return count
+
+    def _restamp(self) -> None:
+        """After a committed write of a key: every process forgets the keys it found absent.
+
+        Deletions need none (what was absent stays absent). Fresh random bytes,
+        not a counter: two processes writing at once can never leave the same
+        stamp that a reader saw before either write.
+        """
+        self._stamp[:_STAMP_SIZE] = os.urandom(_STAMP_SIZE)
 
     # -- the capture outbox ------------------------------------------------------------
 
@@ -419,6 +470,20 @@ class SqliteStore:
     def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
         # sqlite3 messages name the failure ("database is locked"), never a value.
         return StoreUnavailable(f"the SQLite store at {self.path}: {exc}")
+
+
+def _map_stamp(path: str) -> mmap.mmap:
+    """The shared stamp file beside the database, mapped (created if missing)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreUnavailable(f"the SQLite store cannot open {path}: {exc.strerror}") from None
+    try:
+        if os.fstat(fd).st_size < _STAMP_SIZE:
+            os.ftruncate(fd, _STAMP_SIZE)
+        return mmap.mmap(fd, _STAMP_SIZE)
+    finally:
+        os.close(fd)
 
 
 class AsyncSqliteStore(ThreadedAsyncStore):
