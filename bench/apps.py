@@ -10,7 +10,8 @@ Servers load them through factories that read the environment:
   pool; ``t-aiohttp`` (ASGI), ``httpx-aiohttp``; ``t-threadlocal`` (WSGI), a
   thread-local ``http.client`` transport, see :mod:`bench.transports`).
   ``s-NAME`` (the real middleware with ``store=BENCH_STORE``: ``s-sqlite``,
-  ``s-redis``; ``wrapped`` itself has the default ``memory://`` store).
+  ``s-redis``; ``wrapped`` itself has the default ``memory://`` store),
+  ``o-prometheus`` (the real middleware with ``observers=[prometheus()]``).
   ``candidate`` is ``wrapped`` loaded from another source tree (``PYTHONPATH``),
   to measure a proposed change of the middleware side by side. ASGI only:
   ``starlette-bare``, ``starlette-wrapped``, ``starlette-candidate``, the same
@@ -301,12 +302,16 @@ _LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, kee
 
 
 def _wrapped_options(variant: str, charge_url: str, transport: Callable[[str], Any]) -> Any:
-    """The keywords of a wrapped variant: ``wrapped``, ``t-NAME`` or ``s-NAME``."""
+    """The keywords of a wrapped variant: ``wrapped``, ``t-NAME``, ``s-NAME``, ``o-prometheus``."""
     options = _options(charge_url)
     if variant.startswith("t-"):
         options["transport"] = transport(variant[2:])
     elif variant.startswith("s-"):
         options["store"] = os.environ["BENCH_STORE"]
+    elif variant == "o-prometheus":
+        from st_middleware.observability import prometheus
+
+        options["observers"] = [prometheus()]
     elif variant != "wrapped":
         raise SystemExit(f"unknown BENCH_VARIANT {variant!r}")
     return options
