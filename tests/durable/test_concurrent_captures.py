@@ -127,6 +127,12 @@ def test_300_concurrent_charges_with_failing_captures_balance_the_ledger(
         assert faults.injected["drop_after"] >= REQUESTS // 10
         # Each lost answer hid a capture that went through: its retry was a 409.
         assert calls.total("charge_already_captured") >= faults.injected["drop_after"]
+        # Each outbox entry is removed just before its outcome is logged: wait for the lines.
+        wait_for(
+            lambda: len(log_lines(served, "charge captured")) >= REQUESTS,
+            10,
+            "every capture to be logged",
+        )
         assert len(log_lines(served, "charge captured")) == REQUESTS
         print(
             f"\nFIGURE concurrent/{kind}: {REQUESTS} answered 200 in {answered:.1f} s, "

@@ -142,6 +142,8 @@ def test_sqlite_a_capture_in_flight_at_a_sigkill_is_taken_over_by_the_next_serve
             f"server's first request, {time.monotonic() - killed_at:.1f} s after the SIGKILL"
         )
         assert took < RESUME_BOUND
+        # The outbox entry is removed just before the outcome is logged: wait for the line.
+        wait_for(lambda: log_lines(second, "charge captured"), 5, "the capture to be logged")
         assert len(log_lines(second, "charge captured")) == 1
         assert rows(emulator, customer) == [(charge_id, "captured", APP_AMOUNT)]
     finally:
@@ -184,6 +186,8 @@ def test_redis_a_capture_in_flight_on_one_host_is_taken_over_by_another(
             f"{after_first_request:.1f} s after host B's first request"
         )
         assert min(after_kill, after_first_request) < RESUME_BOUND
+        # The outbox entry is removed just before the outcome is logged: wait for the line.
+        wait_for(lambda: log_lines(second, "charge captured"), 5, "the capture to be logged")
         assert len(log_lines(second, "charge captured")) == 1
     finally:
         store.close()
