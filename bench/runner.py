@@ -632,6 +632,8 @@ class Bench:
     def throughput(self) -> list[Case]:
         args = self.args
         cases = self.cases()
+        if not cases:
+            return []
         pairs = [(case, variant) for case in cases for variant in case.variants]
         groups = "".join(sorted({case.key for case in cases}))
         print(f"\n[{groups}] warm-up: {len(pairs)} runs of {args.warmup}s")
@@ -1353,7 +1355,7 @@ def main(argv: list[str] | None = None) -> int:
         assert bench.charge is not None
         print(f"  {len(bench.servers)} servers up ({bench.elapsed()})")
         sniff = sniffio_check(bench.charge.ports[0])
-        cases = bench.throughput() if bench.cases() else []
+        cases = bench.throughput()
         ttfb = bench.ttfb() if "4" in args.only else {}
         soak = bench.soak() if "5" in args.only else {}
         latency = bench.latency() if "7" in args.only else {}

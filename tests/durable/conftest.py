@@ -8,7 +8,6 @@ is missing the Redis cases are skipped, unless ``ST_REQUIRE_REDIS=1`` (CI).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
 
 from durable_support import Servers
-from redis_server import RedisServer, redis_server_binary
+from redis_server import RedisServer, required_binary
 
 from st_middleware.emulator import Emulator
 
@@ -44,23 +43,6 @@ def servers(emulator: Emulator, tmp_path: Path) -> Iterator[Servers]:
         running.close()
 
 
-def _redis_binary() -> str:
-    binary: str | None = redis_server_binary()
-    missing = None
-    if binary is None:
-        missing = "redis-server is not installed (run: bash scripts/install-redis)"
-    else:
-        try:
-            import redis  # noqa: F401
-        except ImportError:
-            missing = 'the redis package is not installed (pip install "st-middleware[redis]")'
-    if missing is not None or binary is None:
-        if os.environ.get("ST_REQUIRE_REDIS") == "1":
-            pytest.fail(f"ST_REQUIRE_REDIS=1 but {missing}")
-        pytest.skip(str(missing))
-    return binary
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, persisting every write (stopped afterwards).
@@ -71,7 +53,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     turns persistence off; a wrapper appends the two options, which Redis
     reads last and so wins.
     """
-    binary = _redis_binary()
+    binary = required_binary()
     directory = tmp_path / "redis"
     directory.mkdir()
     wrapper = directory / "redis-server-aof"

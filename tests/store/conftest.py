@@ -11,12 +11,11 @@ When it is not installed the Redis cases are skipped, unless
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer, redis_server_binary
+from redis_server import RedisServer, required_binary
 
 from st_middleware._store import AsyncStore, InlineAsyncStore, StorePair, open_store
 
@@ -27,20 +26,7 @@ DURABLE = ["sqlite", "redis"]
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server on 127.0.0.1 for the whole session (skipped, or failed, if missing)."""
-    binary = redis_server_binary()
-    missing = None
-    if binary is None:
-        missing = "redis-server is not installed (run: bash scripts/install-redis)"
-    else:
-        try:
-            import redis  # noqa: F401
-        except ImportError:
-            missing = 'the redis package is not installed (pip install "st-middleware[redis]")'
-    if missing is not None or binary is None:
-        if os.environ.get("ST_REQUIRE_REDIS") == "1":
-            pytest.fail(f"ST_REQUIRE_REDIS=1 but {missing}")
-        pytest.skip(str(missing))
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server = RedisServer(required_binary(), tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()

@@ -7,18 +7,42 @@ started again on the same port, for the outage tests.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["RedisServer", "redis_server_binary"]
+__all__ = ["RedisServer", "redis_server_binary", "required_binary"]
 
 
 def redis_server_binary() -> str | None:
     """The path of ``redis-server``, or None when it is not installed."""
     return shutil.which("redis-server")
+
+
+def required_binary() -> str:
+    """``redis-server``'s path for a test; skip it (fail under ST_REQUIRE_REDIS=1) if missing.
+
+    The redis package must be importable too: without it no store can talk to the server.
+    """
+    import pytest  # here, not at the top: the benchmark loads this module without pytest
+
+    binary = redis_server_binary()
+    missing = None
+    if binary is None:
+        missing = "redis-server is not installed (run: bash scripts/install-redis)"
+    else:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            missing = 'the redis package is not installed (pip install "st-middleware[redis]")'
+    if missing is not None or binary is None:
+        if os.environ.get("ST_REQUIRE_REDIS") == "1":
+            pytest.fail(f"ST_REQUIRE_REDIS=1 but {missing}")
+        pytest.skip(str(missing))
+    return binary
 
 
 def _free_port() -> int:

@@ -1,6 +1,6 @@
 """How long one ``get`` takes, per backend and side (a revocation check per request).
 
-    .venv/bin/python tests/store/bench_get.py [--redis-url URL]
+    .venv/bin/python -m bench.store_get [--redis-url URL]
 
 Without ``--redis-url`` it starts a throwaway redis-server when one is
 installed. Prints microseconds per call (median of 5 runs), for a key that
@@ -19,7 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+# The store tests' throwaway redis-server (tests/store/redis_server.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "store"))
 
 from redis_server import RedisServer, redis_server_binary
 
